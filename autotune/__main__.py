@@ -1,0 +1,89 @@
+"""Command line: python -m autotune search|show. See README.md."""
+import argparse
+import sys
+
+from autotune import measure, ops, search, store
+
+DEFAULT_SHAPE = "64,1024,768,768"  # the seed article's headline shape: B, T, C, OC
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m autotune", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    find = commands.add_parser("search", help="tune the kernels of one op at one shape and store the winners")
+    find.add_argument("--op", choices=sorted(ops.OPS), default="forward",
+                      help="forward, or backward (tunes backward_input and backward_weight)")
+    find.add_argument("--shape", type=ops.Shape.parse, default=DEFAULT_SHAPE, metavar="B,T,C,OC",
+                      help=f"llm.c sizes (default {DEFAULT_SHAPE})")
+    find.add_argument("--trials", type=int, default=24,
+                      help="trials the study should hold; a rerun resumes and counts earlier ones")
+    find.add_argument("--timeout", type=float, default=None, metavar="S", help="stop adding trials after S seconds")
+    find.add_argument("--sampler", choices=sorted(search.SAMPLERS), default="tpe")
+    find.add_argument("--storage", default=None, help=f"optuna storage URL (default {search.default_storage()})")
+    find.add_argument("--tuned-dir", default=None, help="where winners go (default tuned/ or $AUTOTUNE_TUNED_DIR)")
+
+    show = commands.add_parser("show", help="list the stored winners")
+    show.add_argument("--tuned-dir", default=None)
+
+    args = parser.parse_args(argv)
+    if args.command == "search":
+        return run_search(args)
+    return run_show(args)
+
+
+def run_search(args):
+    directory = store.tuned_dir(args.tuned_dir)
+    rows = []
+    for name in ops.OPS[args.op]:
+        print(f"searching {name} for {args.shape}: {args.trials} trials, {args.sampler} sampler", file=sys.stderr)
+        record = search.search(ops.KERNELS[name], args.shape, trials=args.trials, timeout=args.timeout,
+                               sampler=args.sampler, storage=args.storage, directory=directory)
+        rows.append(record)
+    base = rows[0]["baselines"]
+    print_table(["kernel", "M x N x K", "best config", "GF/s", "numpy GF/s", "sgemm GF/s", "x numpy", "x sgemm",
+                 "naive GF/s", "trials ok/failed/rejected", "compile s", "search s", "stored"],
+                [[r["kernel"], f"{r['M']}x{r['N']}x{r['K']}", r["config_label"], f"{r['gflops']:.1f}",
+                  f"{r['baselines']['numpy_gflops']:.1f}", f"{r['baselines']['sgemm_gflops']:.1f}",
+                  f"{r['baselines']['numpy_ratio']:.2f}", f"{r['baselines']['sgemm_ratio']:.2f}",
+                  f"{r['baselines']['naive_gflops']:.1f}",
+                  f"{r['trials']['complete']}/{r['trials']['failed']}/{r['trials']['rejected']}",
+                  f"{r['compile_s']:.1f}", f"{r['search_s']:.1f}", "yes" if r["stored"] else "kept faster"]
+                 for r in rows])
+    blas = base["blas"]
+    print(f"\nMedians of interleaved runs at the winner's thread count. BLAS: {blas['library']} {blas['version']} "
+          f"kernel {blas['architecture']}, OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or 'unset'}. "
+          f"numpy = what a numpy user writes (with bias / accumulation), sgemm = bare np.matmul(out=). "
+          f"Winners in {directory}.")
+    return 0
+
+
+def run_show(args):
+    directory = store.tuned_dir(args.tuned_dir)
+    rows = []
+    for entry in store.entries(directory):
+        r = entry.record or {}
+        base = r.get("baselines", {})
+        rows.append([entry.status, r.get("kernel", "?"), f"{r.get('M', '?')}x{r.get('N', '?')}x{r.get('K', '?')}",
+                     r.get("config_label", "?"), _fmt(r.get("gflops")), _fmt(base.get("numpy_ratio"), 2),
+                     _fmt(base.get("sgemm_ratio"), 2), r.get("date", "?"), entry.reason or entry.path.name])
+    if not rows:
+        print(f"no tuned kernels in {directory}")
+        return 0
+    print_table(["status", "kernel", "M x N x K", "config", "GF/s", "x numpy", "x sgemm", "date", "file / why"],
+                rows)
+    return 0
+
+
+def _fmt(value, digits=1):
+    return "?" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(headers, rows):
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    for line in [headers, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The import API: validate the arrays, then run this machine's winner for the shape.
+
+    import tuned
+    tuned.matmul_forward(out, inp, weight, bias)                    # out = inp @ weight.T + bias
+    tuned.matmul_backward(dinp, dweight, dbias, dout, inp, weight)  # accumulates, as llm.c does
+
+A shape nobody tuned runs space.default_config() (never an error). Records from another
+machine, numba version or template version are skipped with one warning per directory.
+"""
+import warnings
+
+import numba
+import numpy as np
+
+from autotune import build, machine, render, space, store
+from autotune.ops import KERNELS, Problem
+
+
+class Winners:
+    """The usable records of one tuned/ directory and the kernels built from them."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.by_problem = {}
+        skipped = []
+        for entry in store.entries(directory):
+            if entry.status == "ok":
+                self.by_problem[entry.problem] = entry
+            else:
+                skipped.append(f"{entry.path.name} ({entry.status}: {entry.reason})")
+        if skipped:
+            warnings.warn(f"autotune: not using {len(skipped)} record(s) in {directory}: " + "; ".join(skipped),
+                          stacklevel=4)
+        self.functions = {}
+
+    def function(self, problem):
+        """(compiled kernel, thread count) for `problem`."""
+        if problem not in self.functions:
+            entry = self.by_problem.get(problem)
+            kernel = KERNELS[problem.kernel]
+            if entry:
+                config = space.Config.from_dict(entry.record["config"])
+                source, flags = entry.source, entry.record["compile_flags"]
+            else:
+                config = space.default_config()
+                source, flags = render.render(kernel, config), render.COMPILE_FLAGS
+            module = build.build(source, flags).module
+            threads = min(config.threads, machine.max_threads())
+            self.functions[problem] = (getattr(module, kernel.entry), threads)
+        return self.functions[problem]
+
+
+_winners = {}
+
+
+def winners():
+    directory = store.tuned_dir().resolve()
+    if directory not in _winners:
+        _winners[directory] = Winners(directory)
+    return _winners[directory]
+
+
+def _run(kernel, dims, *arrays):
+    fn, threads = winners().function(Problem(kernel, *dims))
+    numba.set_num_threads(threads)
+    fn(*arrays)
+
+
+def matmul_forward(out, inp, weight, bias=None):
+    """out[B,T,OC] = inp[B,T,C] @ weight[OC,C].T + bias[OC]; float32, C-contiguous; bias may be None."""
+    B, T, C = _check("inp", inp, ndim=3)
+    OC, _ = _check("weight", weight, (None, C), names="(OC, C)")
+    _check("out", out, (B, T, OC), names="(B, T, OC)", writable=True)
+    if bias is not None:
+        _check("bias", bias, (OC,), names="(OC,)")
+    _no_overlap(("out", out), [("inp", inp), ("weight", weight), ("bias", bias)])
+    if 0 in (B, T, C, OC):
+        out[...] = 0.0 if bias is None else bias
+        return
+    M = B * T
+    bias = np.zeros(OC, np.float32) if bias is None else bias
+    _run("forward", (M, OC, C), out.reshape(M, OC), inp.reshape(M, C), weight, bias)
+
+
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
+    """dinp += dout @ weight; dweight += dout^T @ inp (over B and T); dbias += dout summed over B, T.
+
+    dout is (B,T,OC), inp and dinp (B,T,C), weight and dweight (OC,C), dbias (OC,) or None.
+    """
+    B, T, OC = _check("dout", dout, ndim=3)
+    _, _, C = _check("inp", inp, (B, T, None), names="(B, T, C)")
+    _check("weight", weight, (OC, C), names="(OC, C)")
+    _check("dinp", dinp, (B, T, C), names="(B, T, C)", writable=True)
+    _check("dweight", dweight, (OC, C), names="(OC, C)", writable=True)
+    if dbias is not None:
+        _check("dbias", dbias, (OC,), names="(OC,)", writable=True)
+    inputs = [("dout", dout), ("inp", inp), ("weight", weight)]
+    outputs = [("dinp", dinp), ("dweight", dweight), ("dbias", dbias)]
+    for i, output in enumerate(outputs):
+        _no_overlap(output, inputs + outputs[i + 1:])
+    M = B * T
+    if 0 in (M, C, OC):  # nothing is summed, or nothing receives the sum; numpy gets it right
+        if dbias is not None:
+            dbias += dout.reshape(M, OC).sum(axis=0)
+        return
+    dout2, inp2 = dout.reshape(M, OC), inp.reshape(M, C)
+    _run("backward_input", (M, C, OC), dinp.reshape(M, C), dout2, weight)
+    no_dbias = np.empty(0, np.float32)
+    _run("backward_weight", (OC, C, M), dweight, no_dbias if dbias is None else dbias, dout2, inp2)
+
+
+def _check(name, array, shape=None, ndim=None, names=None, writable=False):
+    """Validate one argument before any kernel (compiled without bounds checks) sees it."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of float32, got {type(array).__name__}")
+    if array.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {array.dtype}")
+    ndim = ndim or len(shape)
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions {names or ''}, got shape {array.shape}")
+    if shape is not None and any(want is not None and want != got for want, got in zip(shape, array.shape)):
+        expected = tuple("?" if want is None else want for want in shape)
+        raise ValueError(f"{name} has shape {array.shape}, expected {names} = {expected}".replace("'", ""))
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray makes a copy that is)")
+    if writable and not array.flags.writeable:
+        raise ValueError(f"{name} is read-only, but it receives the result")
+    return array.shape
+
+
+def _no_overlap(output, others):
+    name, array = output
+    for other_name, other in others:
+        if other is not None and np.may_share_memory(array, other):
+            raise ValueError(f"{name} overlaps {other_name} in memory: the result would overwrite its input")

@@ -1,0 +1,161 @@
+"""Search one problem with optuna: each trial renders, builds, verifies, then times a candidate.
+
+One study per (kernel, M, N, K, machine fingerprint), kept in an RDB storage (SQLite by default),
+so rerunning a search resumes it. A candidate that fails to build, raises or is wrong fails its
+own trial with the reason in the trial's user attributes; the study goes on.
+"""
+import datetime
+import logging
+
+import numpy as np
+import optuna
+
+from autotune import build, machine, measure, ops, render, space, store, verify
+
+SAMPLERS = {
+    "tpe": lambda problem: optuna.samplers.TPESampler(multivariate=True, seed=None),
+    "random": lambda problem: optuna.samplers.RandomSampler(),
+    "grid": lambda problem: optuna.samplers.GridSampler({k: list(v) for k, v in space.choices(problem).items()}),
+}
+TIMING_BUDGET_S = 1.0  # per trial, after one warm-up call
+MAX_PROPOSALS_PER_TRIAL = 10  # bounds the proposals (rejected ones included) a search may make
+
+
+class CandidateFailed(Exception):
+    """A candidate that did not build, crashed or gave a wrong answer."""
+
+
+def default_storage():
+    return f"sqlite:///{build.cache_dir() / 'studies.sqlite3'}"
+
+
+def study_name(problem):
+    return f"{problem.kernel}-M{problem.M}-N{problem.N}-K{problem.K}-{machine.fingerprint()['id']}"
+
+
+def open_study(problem, storage=None, sampler="tpe"):
+    build.cache_dir().mkdir(parents=True, exist_ok=True)
+    return optuna.create_study(study_name=study_name(problem), storage=storage or default_storage(),
+                               sampler=SAMPLERS[sampler](problem), direction="minimize", load_if_exists=True)
+
+
+def suggest(trial, problem):
+    """The trial's Config, or TrialPruned if it is invalid for this problem (before any compile)."""
+    config = space.Config.from_dict(
+        {name: trial.suggest_categorical(name, options) for name, options in space.choices(problem).items()})
+    reason = space.invalid_reason(config, problem)
+    if reason:
+        trial.set_user_attr("rejected", reason)
+        raise optuna.TrialPruned(reason)
+    return config
+
+
+class Objective:
+    """Seconds per call of the candidate a trial proposes (the study minimizes it)."""
+
+    def __init__(self, kernel, problem):
+        self.kernel, self.problem = kernel, problem
+        self.reference = verify.Reference(kernel, problem, seed=0)
+        self.arrays = kernel.inputs(problem, seed=1)  # timed in place; results are not checked
+
+    def __call__(self, trial):
+        config = suggest(trial, self.problem)
+        earlier = _same_params(trial)
+        if earlier is not None:  # categorical spaces repeat themselves: never build or time twice
+            trial.set_user_attr("repeat_of", earlier.number)
+            if earlier.state == optuna.trial.TrialState.FAIL:
+                raise CandidateFailed(earlier.user_attrs.get("failure", "failed before"))
+            return earlier.value
+        try:
+            return self._evaluate(trial, config)
+        except Exception as error:
+            trial.set_user_attr("failure", f"{type(error).__name__}: {error}"[:500])
+            raise
+
+    def _evaluate(self, trial, config):
+        built = build.build(render.render(self.kernel, config), render.COMPILE_FLAGS)
+        trial.set_user_attr("compile_s", round(built.seconds, 3))
+        trial.set_user_attr("compiled", built.compiled)
+        fn = getattr(built.module, self.kernel.entry)
+        with measure.thread_count(config.threads):
+            wrong = verify.check(self.kernel, fn, config, self.reference)
+            if wrong:
+                raise CandidateFailed(f"wrong result: {wrong}")
+            timing = measure.time_call(lambda: self.kernel.call(fn, self.arrays), TIMING_BUDGET_S)
+        trial.set_user_attr("gflops", round(timing.gflops(self.problem.flops), 2))
+        trial.set_user_attr("spread_s", [timing.low, timing.high])
+        return timing.median
+
+
+def _same_params(trial):
+    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                            optuna.trial.TrialState.FAIL)):
+        if t.number != trial.number and t.params == trial.params:
+            return t
+    return None
+
+
+def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, directory=None,
+           progress=True):
+    """Tune `kernel` for `shape` until its study holds `trials` trials; store and return the winner."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    problem = kernel.problem(shape)
+    study = open_study(problem, storage, sampler)
+    objective = Objective(kernel, problem)
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
+    if remaining > 0:  # rejected configs cost no compile and do not count; stop at `trials` evaluated ones
+        study.optimize(objective, n_trials=MAX_PROPOSALS_PER_TRIAL * remaining, timeout=timeout,
+                       catch=(Exception,), gc_after_trial=False, show_progress_bar=progress,
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)])
+    record, source = final_record(study, kernel, problem, shape, objective.arrays)
+    record["stored"] = store.save(record, source, store.tuned_dir(directory))
+    return record
+
+
+def final_record(study, kernel, problem, shape, arrays):
+    """Time the best trial again beside BLAS and the naive loop, interleaved, and describe it."""
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") for t in study.trials}
+        raise RuntimeError(f"no candidate for {problem} passed verification: {sorted(filter(None, reasons))[:3]}")
+    config = space.Config.from_dict(study.best_trial.params)
+    source = render.render(kernel, config)
+    fn = getattr(build.build(source, render.COMPILE_FLAGS).module, kernel.entry)
+    scratch = np.empty(arrays[kernel.outputs[0]].shape, np.float32)
+    with measure.thread_count(config.threads):
+        timings = measure.compare({"tuned": lambda: kernel.call(fn, arrays),
+                                   "numpy": lambda: kernel.numpy_baseline(arrays, scratch),
+                                   "sgemm": lambda: kernel.sgemm(arrays, scratch)},
+                                  rounds=5, blas_names=("numpy", "sgemm"))
+        naive = measure.time_call(lambda: kernel.naive(arrays), budget_s=2.0, min_repeats=1, max_repeats=5)
+    tuned, flops = timings["tuned"], problem.flops
+    states = [t.state for t in study.trials]
+    record = {
+        "kernel": kernel.name, "M": problem.M, "N": problem.N, "K": problem.K, "shape": str(shape),
+        "config": study.best_trial.params, "config_label": config.label(),
+        "median_s": tuned.median, "spread_s": [tuned.low, tuned.high], "repeats": tuned.repeats,
+        "gflops": tuned.gflops(flops),
+        "baselines": {
+            "numpy_s": timings["numpy"].median, "numpy_gflops": timings["numpy"].gflops(flops),
+            "numpy_ratio": timings["numpy"].median / tuned.median,
+            "sgemm_s": timings["sgemm"].median, "sgemm_gflops": timings["sgemm"].gflops(flops),
+            "sgemm_ratio": timings["sgemm"].median / tuned.median,
+            "naive_s": naive.median, "naive_gflops": naive.gflops(flops),
+            "threads": config.threads, "blas": measure.blas_info(),
+        },
+        "trials": {"complete": len(complete), "failed": states.count(optuna.trial.TrialState.FAIL),
+                   "rejected": states.count(optuna.trial.TrialState.PRUNED), "study": study.study_name},
+        "compile_s": round(sum(t.user_attrs.get("compile_s", 0) for t in study.trials), 2),
+        "search_s": round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
+        "compile_flags": render.COMPILE_FLAGS, "template": kernel.template,
+        "template_hash": render.template_hash(kernel), "source_sha256": store.source_digest(source),
+        "fingerprint": machine.fingerprint(), "versions": _versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return record, source
+
+
+def _versions():
+    import numba, numpy
+    return {"numba": numba.__version__, "numpy": numpy.__version__, "optuna": optuna.__version__}

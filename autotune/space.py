@@ -1,0 +1,82 @@
+"""The search space: one Config per candidate kernel, the choices, and what makes a config invalid.
+
+A Config is at once the optuna parameters, the Jinja context and (with the kernel source) the
+build cache key. Tile sizes are categorical: the space has cliffs, so neighbours say little.
+"""
+from dataclasses import asdict, dataclass, fields
+
+from autotune import machine
+
+
+@dataclass(frozen=True)
+class Config:
+    mr: int  # rows of the register block
+    nr: int  # columns of the register block (a multiple of the vector width)
+    kc: int  # length of a block of the summed axis
+    row_tiles: int  # register blocks down one parallel task: MC = mr * row_tiles
+    col_panels: int  # register blocks across one parallel task: NC = nr * col_panels
+    order: str  # "rows-outer" or "panels-outer": which tile loop is outside within a task
+    threads: int  # numba threads at run time (not part of the rendered source)
+
+    def template_params(self):
+        params = asdict(self)
+        del params["threads"]
+        return params
+
+    def label(self):
+        return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
+                f"{self.order} threads={self.threads}")
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+def choices(problem=None):
+    """Every value the search may pick, per parameter; for a problem, without sizes that only
+    repeat a smaller choice (a register block or K block past the dimension)."""
+    options = {
+        "mr": (4, 6, 8, 12, 16),
+        "nr": (16, 32, 48),
+        "kc": (64, 128, 256, 384, 512, 768, 1024, 2048, 4096),
+        "row_tiles": (1, 2, 4, 8, 16, 32),
+        "col_panels": (1, 2, 4, 8, 16),
+        "order": ("rows-outer", "panels-outer"),
+        "threads": tuple(range(1, machine.max_threads() + 1)),
+    }
+    if problem is not None:
+        for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
+            options[name] = tuple(v for v in options[name] if not _past_dimension(v, dim, options[name]))
+    return options
+
+
+# The search's untuned fallback, used by the loader for shapes nobody tuned: the register block
+# and blocking that measured well on AVX-512 for the headline forward, all threads.
+def default_config():
+    return Config(mr=8, nr=32, kc=256, row_tiles=4, col_panels=8, order="panels-outer",
+                  threads=machine.max_threads())
+
+
+def invalid_reason(config, problem):
+    """Why `config` should not be compiled for `problem`, or None. Shared by search and tests."""
+    lanes, registers = machine.vector_floats(), machine.vector_registers()
+    if config.nr % lanes:
+        return f"nr={config.nr} is not a multiple of the vector width {lanes}"
+    needed = config.mr * config.nr // lanes + config.nr // lanes + 1  # accumulators, b row, a broadcast
+    if needed > registers:
+        return f"register block {config.mr}x{config.nr} needs {needed} vector registers, the CPU has {registers}"
+    if config.threads > machine.max_threads():
+        return f"threads={config.threads} exceeds numba's {machine.max_threads()}"
+    all_choices = choices()
+    spans = [("mr", 1, problem.M), ("nr", 1, problem.N), ("kc", 1, problem.K),
+             ("row_tiles", config.mr, problem.M), ("col_panels", config.nr, problem.N)]
+    for name, unit, dim in spans:
+        value = getattr(config, name)
+        if _past_dimension(unit * value, dim, [unit * v for v in all_choices[name]]):
+            return f"{name}={value} spans more than the dimension {dim}: the same as a smaller choice"
+    return None
+
+
+def _past_dimension(size, dim, sizes):
+    """Sizes past the dimension all behave like the smallest of them that covers it: keep only that one."""
+    return size > dim and size > min(s for s in sizes if s >= dim) if max(sizes) >= dim else size > dim
