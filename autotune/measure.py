@@ -50,9 +50,12 @@ def seconds(fn):
     return time.perf_counter() - start
 
 
-def time_call(fn, budget_s=1.0, min_repeats=3, max_repeats=20):
-    """Median of repeats after one warm-up call; as many repeats as fit the budget."""
+def time_call(fn, budget_s=1.0, min_repeats=3, max_repeats=20, cutoff_s=None):
+    """Median of repeats after one warm-up call; as many repeats as fit the budget.
+    A warm-up slower than `cutoff_s` is the only sample: no need to time a loser precisely."""
     first = seconds(fn)
+    if cutoff_s is not None and first > cutoff_s:
+        return Timing.of([first])
     repeats = int(max(min_repeats, min(max_repeats, budget_s / max(first, 1e-9))))
     return Timing.of([seconds(fn) for _ in range(repeats)])
 

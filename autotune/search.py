@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 import optuna
+import tqdm
 
 from autotune import build, machine, measure, ops, render, space, store, verify
 
@@ -18,6 +19,7 @@ SAMPLERS = {
     "grid": lambda problem: optuna.samplers.GridSampler({k: list(v) for k, v in space.choices(problem).items()}),
 }
 TIMING_BUDGET_S = 1.0  # per trial, after one warm-up call
+GIVE_UP_FACTOR = 3.0  # a candidate whose warm-up call is this much slower than the best gets one sample
 MAX_PROPOSALS_PER_TRIAL = 10  # bounds the proposals (rejected ones included) a search may make
 
 
@@ -81,10 +83,29 @@ class Objective:
             wrong = verify.check(self.kernel, fn, config, self.reference)
             if wrong:
                 raise CandidateFailed(f"wrong result: {wrong}")
-            timing = measure.time_call(lambda: self.kernel.call(fn, self.arrays), TIMING_BUDGET_S)
+            cutoff = GIVE_UP_FACTOR * _best_value(trial.study)
+            timing = measure.time_call(lambda: self.kernel.call(fn, self.arrays), TIMING_BUDGET_S, cutoff_s=cutoff)
+        if timing.repeats == 1:
+            trial.set_user_attr("stopped_early", f"over {GIVE_UP_FACTOR}x the best so far: timed once")
         trial.set_user_attr("gflops", round(timing.gflops(self.problem.flops), 2))
         trial.set_user_attr("spread_s", [timing.low, timing.high])
         return timing.median
+
+
+def _progress(bar, problem, counted):
+    def update(study, trial):
+        if trial.state in counted:
+            bar.update(1)
+            best = _best_value(study)
+            bar.set_postfix_str(f"best {problem.flops / best / 1e9:.1f} GF/s" if best < float("inf") else "")
+    return update
+
+
+def _best_value(study):
+    try:
+        return study.best_value
+    except ValueError:  # no complete trial yet
+        return float("inf")
 
 
 def _same_params(trial):
@@ -105,9 +126,11 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
     if remaining > 0:  # rejected configs cost no compile and do not count; stop at `trials` evaluated ones
-        study.optimize(objective, n_trials=MAX_PROPOSALS_PER_TRIAL * remaining, timeout=timeout,
-                       catch=(Exception,), gc_after_trial=False, show_progress_bar=progress,
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)])
+        with tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar:
+            study.optimize(objective, n_trials=MAX_PROPOSALS_PER_TRIAL * remaining, timeout=timeout,
+                           catch=(Exception,), gc_after_trial=False,
+                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted),
+                                      _progress(bar, problem, counted)])
     record, source = final_record(study, kernel, problem, shape, objective.arrays)
     record["stored"] = store.save(record, source, store.tuned_dir(directory))
     return record

@@ -1,0 +1,143 @@
+"""The import API: right answers at any shape, clear errors for bad input, safe fallbacks."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import tuned
+from autotune import store
+
+
+def arrays(rng, B, T, C, OC):
+    f = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
+    return dict(inp=f(B, T, C), weight=f(OC, C), bias=f(OC), out=f(B, T, OC), dout=f(B, T, OC),
+                dinp=f(B, T, C), dweight=f(OC, C), dbias=f(OC))
+
+
+def f64(a):
+    return a.astype(np.float64)
+
+
+SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 13, 48, 17), (3, 11, 67, 101)]
+
+
+@pytest.mark.parametrize("B, T, C, OC", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward(rng, B, T, C, OC, with_bias):
+    a = arrays(rng, B, T, C, OC)
+    bias = a["bias"] if with_bias else None
+    tuned.matmul_forward(a["out"], a["inp"], a["weight"], bias)
+    expected = f64(a["inp"]) @ f64(a["weight"]).T + (f64(a["bias"]) if with_bias else 0)
+    np.testing.assert_allclose(a["out"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("B, T, C, OC", SHAPES)
+@pytest.mark.parametrize("with_dbias", [True, False])
+def test_backward_accumulates(rng, B, T, C, OC, with_dbias):
+    a = arrays(rng, B, T, C, OC)
+    dbias = a["dbias"] if with_dbias else None
+    before = {k: f64(a[k]) for k in ("dinp", "dweight", "dbias")}
+    tuned.matmul_backward(a["dinp"], a["dweight"], dbias, a["dout"], a["inp"], a["weight"])
+    dout, inp = f64(a["dout"]).reshape(-1, OC), f64(a["inp"]).reshape(-1, C)
+    np.testing.assert_allclose(a["dinp"], before["dinp"] + (dout @ f64(a["weight"])).reshape(B, T, C),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dweight"], before["dweight"] + dout.T @ inp, rtol=1e-4, atol=1e-4)
+    expected_dbias = before["dbias"] + dout.sum(axis=0) if with_dbias else before["dbias"]
+    np.testing.assert_allclose(a["dbias"], expected_dbias, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("B, T, C, OC", [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0)])
+def test_zero_sizes_behave_like_numpy(rng, B, T, C, OC):
+    a = arrays(rng, B, T, C, OC)
+    tuned.matmul_forward(a["out"], a["inp"], a["weight"], a["bias"])
+    np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], atol=1e-6)
+    before = {k: a[k].copy() for k in ("dinp", "dweight", "dbias")}
+    tuned.matmul_backward(a["dinp"], a["dweight"], a["dbias"], a["dout"], a["inp"], a["weight"])
+    np.testing.assert_allclose(a["dinp"], before["dinp"] + a["dout"] @ a["weight"], atol=1e-6)
+    np.testing.assert_allclose(a["dweight"], before["dweight"] + np.einsum("bto,btc->oc", a["dout"], a["inp"]),
+                               atol=1e-6)
+    np.testing.assert_allclose(a["dbias"], before["dbias"] + a["dout"].sum(axis=(0, 1)), atol=1e-6)
+
+
+def forward_call(a, **override):
+    args = dict(out=a["out"], inp=a["inp"], weight=a["weight"], bias=a["bias"])
+    args.update(override)
+    tuned.matmul_forward(**args)
+
+
+def backward_call(a, **override):
+    args = {k: a[k] for k in ("dinp", "dweight", "dbias", "dout", "inp", "weight")}
+    args.update(override)
+    tuned.matmul_backward(**args)
+
+
+BAD_FORWARD = [
+    ("inp", lambda a: a["inp"].astype(np.float64), TypeError, "inp must be float32, got float64"),
+    ("inp", lambda a: a["inp"].astype(np.int32), TypeError, "inp must be float32, got int32"),
+    ("inp", lambda a: a["inp"].tolist(), TypeError, "inp must be a numpy array"),
+    ("inp", lambda a: a["inp"][:, :, ::2], ValueError, "inp must be C-contiguous"),
+    ("inp", lambda a: a["inp"].transpose(1, 0, 2), ValueError, "inp must be C-contiguous"),
+    ("inp", lambda a: a["inp"][0], ValueError, "inp must have 3 dimensions"),
+    ("weight", lambda a: np.ascontiguousarray(a["weight"][:, :4]), ValueError, "expected (OC, C) = (?, 5)"),
+    ("weight", lambda a: a["weight"].T, ValueError, "weight has shape (5, 7), expected"),
+    ("bias", lambda a: a["bias"][:6].copy(), ValueError, "bias has shape (6,), expected (OC,) = (7,)"),
+    ("out", lambda a: a["out"][:, :2].copy(), ValueError, "out has shape (2, 2, 7), expected (B, T, OC) = (2, 3, 7)"),
+    ("out", lambda a: np.ones((2, 3, 7), np.float64), TypeError, "out must be float32"),
+]
+
+
+@pytest.mark.parametrize("argument, make, error, message", BAD_FORWARD)
+def test_forward_rejects_bad_input(rng, argument, make, error, message):
+    a = arrays(rng, 2, 3, 5, 7)
+    with pytest.raises(error) as caught:
+        forward_call(a, **{argument: make(a)})
+    assert message in str(caught.value)
+
+
+BAD_BACKWARD = [
+    ("dout", lambda a: a["dout"][:, :, :6].copy(), ValueError, "weight has shape (7, 5), expected (OC, C) = (6, 5)"),
+    ("dinp", lambda a: a["dinp"][:1].copy(), ValueError, "dinp has shape (1, 3, 5), expected (B, T, C) = (2, 3, 5)"),
+    ("dweight", lambda a: a["dweight"].astype(np.float16), TypeError, "dweight must be float32"),
+    ("dbias", lambda a: np.zeros(8, np.float32), ValueError, "dbias has shape (8,), expected (OC,) = (7,)"),
+    ("inp", lambda a: a["inp"][:, :, :4].copy(), ValueError, "weight has shape (7, 5), expected (OC, C) = (7, 4)"),
+    ("dinp", lambda a: a["inp"], ValueError, "dinp overlaps inp"),
+    ("dweight", lambda a: a["weight"], ValueError, "dweight overlaps weight"),
+]
+
+
+@pytest.mark.parametrize("argument, make, error, message", BAD_BACKWARD)
+def test_backward_rejects_bad_input(rng, argument, make, error, message):
+    a = arrays(rng, 2, 3, 5, 7)
+    with pytest.raises(error) as caught:
+        backward_call(a, **{argument: make(a)})
+    assert message in str(caught.value)
+
+
+def test_output_may_not_alias_an_input(rng):
+    a = arrays(rng, 2, 3, 5, 5)
+    with pytest.raises(ValueError, match="out overlaps inp"):
+        tuned.matmul_forward(a["inp"], a["inp"], a["weight"], a["bias"])
+
+
+def test_read_only_output_is_refused(rng):
+    a = arrays(rng, 2, 3, 5, 7)
+    a["out"].flags.writeable = False
+    with pytest.raises(ValueError, match="out is read-only"):
+        forward_call(a)
+
+
+def test_foreign_and_corrupt_records_warn_once_and_fall_back(rng, tmp_path, monkeypatch):
+    (tmp_path / "forward-6x7x5-abc.json").write_text("{not json")
+    record = {k: 0 for k in store.REQUIRED} | {"kernel": "forward", "M": 6, "N": 7, "K": 5,
+                                              "fingerprint": {"id": "elsewhere"}, "source_sha256": store.source_digest("")}
+    (tmp_path / "forward-6x7x5-elsewhere.json").write_text(json.dumps(record))
+    (tmp_path / "forward-6x7x5-elsewhere.py").write_text(store.SOURCE_MARKER)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    a = arrays(rng, 2, 3, 5, 7)
+    with pytest.warns(UserWarning, match=r"not using 2 record\(s\).*corrupt.*foreign"):
+        forward_call(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forward_call(a)  # once per directory
+    np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)

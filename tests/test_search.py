@@ -1,0 +1,94 @@
+"""A real search on a tiny shape: broken candidates fail their trials, the winner is stored,
+the study resumes, and a fresh process loads the winner by import without compiling."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from autotune import render, search, space, store
+from autotune.ops import KERNELS, Shape
+
+SHAPE = Shape(B=2, T=19, C=40, OC=24)  # forward: M=38, N=24, K=40
+GOOD = space.Config(mr=4, nr=16, kc=64, row_tiles=2, col_panels=1, order="panels-outer", threads=1)
+WRONG = space.Config(mr=6, nr=16, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1)
+BROKEN = space.Config(mr=8, nr=16, kc=64, row_tiles=1, col_panels=2, order="panels-outer", threads=1)
+
+
+def params(config):
+    return {**config.template_params(), "threads": config.threads}
+
+
+@pytest.fixture
+def sabotaged_render(monkeypatch):
+    """WRONG renders a kernel that subtracts; BROKEN renders source that does not compile."""
+    real = render.render
+
+    def render_with_faults(kernel, config):
+        source = real(kernel, config)
+        if config == WRONG:
+            return source.replace("+= a0 *", "-= a0 *")
+        if config == BROKEN:
+            return source.replace("def matmul_forward(", "def matmul_forward((")
+        return source
+    monkeypatch.setattr(render, "render", render_with_faults)
+
+
+def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabotaged_render):
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    kernel = KERNELS["forward"]
+    study = search.open_study(kernel.problem(SHAPE), storage)
+    for config in (WRONG, BROKEN, GOOD):
+        study.enqueue_trial(params(config))
+    record = search.search(kernel, SHAPE, trials=3, storage=storage, directory=tmp_path / "tuned", progress=False)
+
+    study = search.open_study(kernel.problem(SHAPE), storage)
+    failures = [t.user_attrs["failure"] for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert any(f.startswith("CandidateFailed: wrong result: out[") for f in failures), failures
+    assert any("SyntaxError" in f for f in failures), failures
+    assert record["config"] == params(GOOD) and record["stored"]
+    assert record["trials"]["failed"] == 2 and record["trials"]["complete"] == 1
+    assert record["baselines"]["numpy_gflops"] > 0 and record["baselines"]["naive_gflops"] > 0
+
+    search.search(kernel, SHAPE, trials=5, storage=storage, directory=tmp_path / "tuned", progress=False)
+    counted = [t for t in search.open_study(kernel.problem(SHAPE), storage).trials
+               if t.state != optuna.trial.TrialState.PRUNED]
+    assert len(counted) == 5  # resumed: 3 earlier trials + 2 new ones
+
+    [entry] = store.entries(tmp_path / "tuned")
+    assert entry.status == "ok"
+
+
+LOAD_IN_NEW_PROCESS = """
+import numpy as np, tuned
+from autotune import load
+from autotune.ops import Problem
+rng = np.random.default_rng(0)
+inp = rng.standard_normal((2, 19, 40), dtype=np.float32)
+weight = rng.standard_normal((24, 40), dtype=np.float32)
+bias = rng.standard_normal(24, dtype=np.float32)
+out = np.empty((2, 19, 24), np.float32)
+tuned.matmul_forward(out, inp, weight, bias)
+fn, threads = load.winners().functions[Problem("forward", 38, 24, 40)]
+error = np.abs(out - (inp.astype(np.float64) @ weight.T.astype(np.float64) + bias)).max()
+print(json.dumps({"misses": sum(fn.stats.cache_misses.values()), "hits": sum(fn.stats.cache_hits.values()),
+                  "module": fn.py_func.__module__, "error": float(error)}))
+"""
+
+
+def test_winner_loads_by_import_in_a_fresh_process_without_compiling(tmp_path):
+    kernel = KERNELS["forward"]
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    search.open_study(kernel.problem(SHAPE), storage).enqueue_trial(params(GOOD))
+    record = search.search(kernel, SHAPE, trials=2, storage=storage, directory=tmp_path / "tuned", progress=False)
+
+    env = {**os.environ, "AUTOTUNE_TUNED_DIR": str(tmp_path / "tuned")}
+    result = subprocess.run([sys.executable, "-c", "import json" + LOAD_IN_NEW_PROCESS], env=env,
+                            capture_output=True, text=True, check=True)
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["misses"] == 0 and loaded["hits"] >= 1, loaded  # machine code came from numba's cache
+    assert record["source_sha256"][:20] in loaded["module"] or loaded["module"].startswith("autotune_kernel_")
+    assert loaded["error"] < 1e-3
