@@ -36,8 +36,8 @@ class Reference:
             error = np.abs(arrays[name] - self.expected[name])
             bad = ~(error <= self.allowed[name])  # NaN counts as bad
             if bad.any():
-                at = np.unravel_index(np.argmax(np.where(bad, error, -1.0)), error.shape)
-                return (f"{name}{list(at)} = {arrays[name][at]!r}, expected {self.expected[name][at]:.7g} "
+                at = tuple(int(i) for i in np.unravel_index(np.argmax(np.where(bad, error, -1.0)), error.shape))
+                return (f"{name}{list(at)} = {float(arrays[name][at]):.7g}, expected {self.expected[name][at]:.7g} "
                         f"(error {error[at]:.3g} > tolerance {self.allowed[name][at]:.3g}; "
                         f"{int(bad.sum())} of {bad.size} wrong)")
         return None

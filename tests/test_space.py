@@ -29,8 +29,10 @@ def test_sizes_past_the_dimension_keep_only_the_smallest_cover():
     assert space.choices(Problem("forward", 256, 20, 48))["nr"] == (16, 32)
     assert space.choices(Problem("forward", 256, 16, 48))["nr"] == (16,)
     assert space.choices(Problem("forward", 3, 10, 10))["mr"] == (4,)
-    assert "row_tiles" in space.invalid_reason(config(mr=8, row_tiles=32), small)  # 256 rows: 32 tiles of 8 suffice
-    assert space.invalid_reason(config(mr=8, row_tiles=32, col_panels=2, kc=64), small) is None
+    # 256 rows: 16 tiles of 16 rows cover them, 32 tiles are the same task
+    assert "row_tiles" in space.invalid_reason(config(mr=16, nr=16, kc=64, row_tiles=32, col_panels=2), small)
+    assert "col_panels" in space.invalid_reason(config(mr=16, nr=16, kc=64, row_tiles=16, col_panels=8), small)
+    assert space.invalid_reason(config(mr=16, nr=16, kc=64, row_tiles=16, col_panels=4), small) is None
 
 
 def test_config_round_trips_through_optuna_params():
