@@ -1,8 +1,10 @@
-"""Command line: python -m autotune search|show. See README.md."""
+"""Command line: python -m autotune search|show|bench. See README.md."""
 import argparse
+import os
+import subprocess
 import sys
 
-from autotune import measure, ops, search, store
+from autotune import bench, ops, search, store
 
 DEFAULT_SHAPE = "64,1024,768,768"  # the seed article's headline shape: B, T, C, OC
 
@@ -26,14 +28,23 @@ def main(argv=None):
     show = commands.add_parser("show", help="list the stored winners")
     show.add_argument("--tuned-dir", default=None)
 
+    timing = commands.add_parser("bench", help="time the tuned ops against numpy/BLAS and the naive loop")
+    timing.add_argument("--shapes", nargs="+", default=bench.DEFAULT_SHAPES, metavar="B,T,C,OC")
+    timing.add_argument("--op", choices=["forward", "backward", "both"], default="both")
+    timing.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    timing.add_argument("--csv", default="bench.csv", help="where to write the rows (default bench.csv)")
+    timing.add_argument("--tuned-dir", default=None)
+    timing.add_argument("--keep-blas-env", action="store_true",
+                        help=f"keep {' and '.join(bench.BLAS_ENV)} (by default unset in the benchmark process)")
+
     args = parser.parse_args(argv)
-    if args.command == "search":
-        return run_search(args)
-    return run_show(args)
+    if getattr(args, "tuned_dir", None):  # the loader reads it from the environment, as user code does
+        os.environ["AUTOTUNE_TUNED_DIR"] = str(store.tuned_dir(args.tuned_dir).resolve())
+    return {"search": run_search, "show": run_show, "bench": run_bench}[args.command](args)
 
 
 def run_search(args):
-    directory = store.tuned_dir(args.tuned_dir)
+    directory = store.tuned_dir()
     rows = []
     for name in ops.OPS[args.op]:
         print(f"searching {name} for {args.shape}: {args.trials} trials, {args.sampler} sampler", file=sys.stderr)
@@ -58,8 +69,30 @@ def run_search(args):
     return 0
 
 
+def run_bench(args):
+    preset = [name for name in bench.BLAS_ENV if name in os.environ]
+    if preset and not args.keep_blas_env:
+        # numpy picked its OpenBLAS kernel at import: rerun in a process without the preset
+        env = {k: v for k, v in os.environ.items() if k not in bench.BLAS_ENV}
+        print(f"unsetting {', '.join(preset)} for the benchmark process", file=sys.stderr)
+        return subprocess.run([sys.executable, "-m", "autotune", *sys.argv[1:]], env=env).returncode
+    op_names = ("forward", "backward") if args.op == "both" else (args.op,)
+    rows, peak, blas = bench.run(args.shapes, op_names, args.rounds, args.csv,
+                                 progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
+    print_table(["shape", "op", "dispatch", "naive GF/s", "tuned GF/s", "numpy GF/s", "sgemm GF/s", "x numpy",
+                 "x sgemm", "x naive", "tuned % peak", "sgemm % peak"],
+                [[r["shape"], r["op"], r["dispatch"], r["naive_gflops"], r["tuned_gflops"], r["numpy_gflops"],
+                  r["sgemm_gflops"], f"{r['tuned_vs_numpy']:.2f}", f"{r['tuned_vs_sgemm']:.2f}",
+                  f"{r['tuned_vs_naive']:.1f}", r["tuned_pct_peak"], r["sgemm_pct_peak"]] for r in rows])
+    print(f"\n{rows[0]['threads']} threads for BLAS and the naive loop; tuned kernels run their stored thread count. "
+          f"Medians of {args.rounds} interleaved rounds. FMA peak measured now: {peak:.1f} GF/s. "
+          f"BLAS: {blas['library']} {blas['version']}, kernel {blas['architecture']}, "
+          f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or 'unset'}. Rows written to {args.csv}.")
+    return 0
+
+
 def run_show(args):
-    directory = store.tuned_dir(args.tuned_dir)
+    directory = store.tuned_dir()
     rows = []
     for entry in store.entries(directory):
         r = entry.record or {}

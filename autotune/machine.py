@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import platform
+from pathlib import Path
 
 import llvmlite
 import llvmlite.binding as llvm
@@ -34,6 +35,22 @@ def vector_floats():
 
 def vector_registers():
     return 32 if vector_floats() == 16 else 16
+
+
+@functools.cache
+def cache_sizes():
+    """{1: L1 data bytes, 2: L2 bytes, 3: L3 bytes} of one core, from sysfs (typical sizes if absent)."""
+    sizes = {1: 32 << 10, 2: 1 << 20, 3: 32 << 20}
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if kind != "Instruction" and text[-1] in "KM":
+            sizes[level] = int(text[:-1]) << (10 if text[-1] == "K" else 20)
+    return sizes
 
 
 def max_threads():

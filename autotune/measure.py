@@ -87,3 +87,4 @@ def blas_info():
         "architecture": info.get("architecture"),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
     }
+

@@ -25,8 +25,11 @@ def render(kernel, config):
     params = config.template_params()
     label = " ".join(f"{k}={v}" for k, v in params.items())
     flags = " ".join(f"{k}={v}" for k, v in COMPILE_FLAGS.items())
-    return _environment().get_template(kernel.template).render(
-        template=kernel.template, params=label, compile_flags=flags, **params)
+    return render_file(kernel.template, params=label, compile_flags=flags, **params)
+
+
+def render_file(template, **context):
+    return _environment().get_template(template).render(template=template, **context)
 
 
 @functools.cache

@@ -6,6 +6,7 @@ own trial with the reason in the trial's user attributes; the study goes on.
 """
 import datetime
 import logging
+import math
 
 import numpy as np
 import optuna
@@ -39,6 +40,22 @@ def open_study(problem, storage=None, sampler="tpe"):
     build.cache_dir().mkdir(parents=True, exist_ok=True)
     return optuna.create_study(study_name=study_name(problem), storage=storage or default_storage(),
                                sampler=SAMPLERS[sampler](problem), direction="minimize", load_if_exists=True)
+
+
+def warm_start(study, problem, directory, nearest=2):
+    """Seed a new study with the winners of the `nearest` tuned sizes of the same kernel (by
+    log-distance of M, N, K), the analytical model's config and the loader's default."""
+    def distance(entry):
+        p = entry.problem
+        return sum(abs(math.log(a / b)) for a, b in ((p.M, problem.M), (p.N, problem.N), (p.K, problem.K)))
+
+    tuned = sorted((e for e in store.entries(directory) if e.status == "ok" and e.problem.kernel == problem.kernel
+                    and e.problem != problem), key=distance)
+    seeds = [*(space.Config.from_dict(e.record["config"]) for e in tuned[:nearest]),
+             space.analytical_config(problem), space.default_config()]
+    for config in dict.fromkeys(seeds):
+        if space.in_choices(config, problem) and space.invalid_reason(config, problem) is None:
+            study.enqueue_trial(config.params(), user_attrs={"seeded": True})
 
 
 def suggest(trial, problem):
@@ -122,6 +139,8 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
     optuna.logging.set_verbosity(logging.WARNING)
     problem = kernel.problem(shape)
     study = open_study(problem, storage, sampler)
+    if not study.trials:
+        warm_start(study, problem, store.tuned_dir(directory))
     objective = Objective(kernel, problem)
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
@@ -148,16 +167,17 @@ def final_record(study, kernel, problem, shape, arrays):
     scratch = np.empty(arrays[kernel.outputs[0]].shape, np.float32)
     with measure.thread_count(config.threads):
         timings = measure.compare({"tuned": lambda: kernel.call(fn, arrays),
-                                   "numpy": lambda: kernel.numpy_baseline(arrays, scratch),
+                                   "numpy": lambda: kernel.call(kernel.blas, arrays),
                                    "sgemm": lambda: kernel.sgemm(arrays, scratch)},
                                   rounds=5, blas_names=("numpy", "sgemm"))
         naive = measure.time_call(lambda: kernel.naive(arrays), budget_s=2.0, min_repeats=1, max_repeats=5)
     tuned, flops = timings["tuned"], problem.flops
+    use = "blas" if timings["numpy"].median < tuned.median else "kernel"  # never slower than BLAS
     states = [t.state for t in study.trials]
     record = {
         "kernel": kernel.name, "M": problem.M, "N": problem.N, "K": problem.K, "shape": str(shape),
         "config": study.best_trial.params, "config_label": config.label(),
-        "median_s": tuned.median, "spread_s": [tuned.low, tuned.high], "repeats": tuned.repeats,
+        "use": use, "median_s": tuned.median, "spread_s": [tuned.low, tuned.high], "repeats": tuned.repeats,
         "gflops": tuned.gflops(flops),
         "baselines": {
             "numpy_s": timings["numpy"].median, "numpy_gflops": timings["numpy"].gflops(flops),

@@ -3,7 +3,7 @@
 A Config is at once the optuna parameters, the Jinja context and (with the kernel source) the
 build cache key. Tile sizes are categorical: the space has cliffs, so neighbours say little.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from autotune import machine
 
@@ -17,6 +17,10 @@ class Config:
     col_panels: int  # register blocks across one parallel task: NC = nr * col_panels
     order: str  # "rows-outer" or "panels-outer": which tile loop is outside within a task
     threads: int  # numba threads at run time (not part of the rendered source)
+
+    def params(self):
+        """The optuna parameters (every field)."""
+        return asdict(self)
 
     def template_params(self):
         params = asdict(self)
@@ -55,6 +59,44 @@ def choices(problem=None):
 def default_config():
     return Config(mr=8, nr=32, kc=256, row_tiles=4, col_panels=8, order="panels-outer",
                   threads=machine.max_threads())
+
+
+FMA_PIPES, FMA_LATENCY = 2, 4  # per core; a register block needs PIPES * LATENCY independent vectors
+
+
+def analytical_config(problem, caches=None, lanes=None, registers=None):
+    """The BLIS analytical model (Low et al., 2016) mapped onto the choices, for a warm start.
+
+    Register block: NR = 2 vectors; MR the largest choice whose MR*NR/lanes accumulators, NR/lanes
+    b vectors and one broadcast fit the registers, with at least FMA_PIPES * FMA_LATENCY
+    accumulators to hide FMA latency. KC: the MR x KC and KC x NR micro-panels fill 3/4 of L1.
+    MC: the MC x KC block of the left operand fills half of L2; NC: KC x NC fills half of L3.
+    """
+    caches = caches or machine.cache_sizes()
+    lanes, registers = lanes or machine.vector_floats(), registers or machine.vector_registers()
+    options = choices(problem)
+    nr = max(n for n in options["nr"] if n <= 2 * lanes)
+    fitting = [m for m in options["mr"] if m * nr // lanes + nr // lanes + 1 <= registers
+               and m * nr // lanes >= FMA_PIPES * FMA_LATENCY] or [min(options["mr"])]
+    mr = max(fitting)
+    kc = _largest_at_most(options["kc"], caches[1] * 3 // 4 // ((mr + nr) * 4))
+    row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
+    col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
+    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", max(options["threads"]))
+    while invalid_reason(config, problem) and "row_tiles" in invalid_reason(config, problem):
+        config = replace(config, row_tiles=config.row_tiles // 2)
+    while invalid_reason(config, problem) and "col_panels" in invalid_reason(config, problem):
+        config = replace(config, col_panels=config.col_panels // 2)
+    return config
+
+
+def _largest_at_most(options, bound):
+    return max([v for v in options if v <= bound] or [min(options)])
+
+
+def in_choices(config, problem):
+    options = choices(problem)
+    return all(value in options[name] for name, value in config.params().items())
 
 
 def invalid_reason(config, problem):

@@ -99,7 +99,8 @@ def record_summary(r):
     base = r["baselines"]
     return [
         f"Tuned winner: {r['kernel']} M={r['M']} N={r['N']} K={r['K']} (searched as {r['shape']})",
-        f"config: {r['config_label']}",
+        f"config: {r['config_label']}" + ("; numpy/BLAS was faster, so the loader calls BLAS for this size"
+                                          if r.get("use") == "blas" else ""),
         f"{r['gflops']:.1f} GF/s, median of {r['repeats']} = {r['median_s'] * 1e3:.3f} ms at {r['config']['threads']} threads;"
         f" {base['numpy_ratio']:.2f}x numpy ({base['numpy_gflops']:.1f} GF/s), {base['sgemm_ratio']:.2f}x bare sgemm,",
         f"  BLAS {base['blas']['library']} {base['blas']['architecture']} "

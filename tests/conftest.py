@@ -9,7 +9,7 @@ os.environ["AUTOTUNE_TUNED_DIR"] = os.path.join(_session, "tuned")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from autotune import build, render, space  # noqa: E402
+from autotune import build, machine, render, space, store  # noqa: E402
 from autotune.ops import KERNELS  # noqa: E402
 
 # A sample of the space: each register block size, both loop orders, K blocks small enough to
@@ -35,3 +35,20 @@ def kernel(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def make_record(median_s=1.0, **changes):
+    config = space.default_config()
+    source = render.render(KERNELS["forward"], config)
+    record = {
+        "kernel": "forward", "M": 10, "N": 20, "K": 30, "shape": "B=1,T=10,C=30,OC=20",
+        "config": {**config.template_params(), "threads": config.threads}, "config_label": config.label(),
+        "median_s": median_s, "spread_s": [median_s, median_s], "repeats": 3, "gflops": 1.0,
+        "baselines": {"numpy_ratio": 1.0, "numpy_gflops": 1.0, "sgemm_ratio": 1.0, "naive_gflops": 1.0,
+                      "blas": {"library": "openblas", "architecture": "X", "OPENBLAS_CORETYPE": None}},
+        "trials": {"complete": 1, "failed": 0, "rejected": 0}, "date": "today",
+        "fingerprint": machine.fingerprint(), "template_hash": render.template_hash(KERNELS["forward"]),
+        "compile_flags": render.COMPILE_FLAGS, "source_sha256": store.source_digest(source),
+    }
+    record.update(changes)
+    return record, source

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import tuned
-from autotune import store
+from autotune import load, store
+from autotune.ops import KERNELS, Problem
+from conftest import make_record
 
 
 def arrays(rng, B, T, C, OC):
@@ -141,3 +143,13 @@ def test_foreign_and_corrupt_records_warn_once_and_fall_back(rng, tmp_path, monk
         warnings.simplefilter("error")
         forward_call(a)  # once per directory
     np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_size_where_blas_won_runs_blas(rng, tmp_path, monkeypatch):
+    record, source = make_record(use="blas")  # forward M=10 N=20 K=30
+    store.save(record, source, tmp_path)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    a = arrays(rng, 1, 10, 30, 20)
+    forward_call(a)
+    assert load.winners().functions[Problem("forward", 10, 20, 30)][0] is KERNELS["forward"].blas
+    np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-5, atol=1e-5)

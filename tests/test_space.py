@@ -39,3 +39,24 @@ def test_config_round_trips_through_optuna_params():
     c = config(order="rows-outer", threads=2)
     assert space.Config.from_dict({**c.template_params(), "threads": 2}) == c
     assert "threads" not in c.template_params()  # a runtime setting, not part of the source
+
+
+def test_analytical_model_avx2_gives_the_classic_6x16():
+    # 16 ymm registers: 6x16 uses 12 accumulators + 2 b vectors + 1 broadcast; KC from 3/4 of a
+    # 32 KiB L1 over (6 + 16) floats = 279 -> 256; MC from half of 256 KiB L2 = 128 rows -> 16 tiles.
+    caches = {1: 32 << 10, 2: 256 << 10, 3: 8 << 20}
+    c = space.analytical_config(BIG, caches=caches, lanes=8, registers=16)
+    assert (c.mr, c.nr, c.kc, c.row_tiles, c.col_panels) == (6, 16, 256, 16, 16)
+
+
+def test_analytical_model_avx512():
+    # 32 zmm: 12x32 needs 24 + 2 + 1 = 27 registers (16x32 would need 35); KC = 24576 / (44 * 4) = 139 -> 128.
+    caches = {1: 32 << 10, 2: 1 << 20, 3: 32 << 20}
+    c = space.analytical_config(BIG, caches=caches, lanes=16, registers=32)
+    assert (c.mr, c.nr, c.kc, c.row_tiles, c.col_panels) == (12, 32, 128, 32, 16)
+
+
+def test_analytical_config_is_valid_for_small_problems():
+    for problem in (Problem("forward", 256, 48, 48), Problem("backward_weight", 48, 48, 256), Problem("forward", 1, 1, 1)):
+        c = space.analytical_config(problem)
+        assert space.in_choices(c, problem) and space.invalid_reason(c, problem) is None, (problem, c)

@@ -3,27 +3,8 @@ import json
 
 import pytest
 
-from autotune import machine, render, space, store
-from autotune.ops import KERNELS
-
-KERNEL = KERNELS["forward"]
-
-
-def make_record(median_s=1.0, **changes):
-    config = space.default_config()
-    source = render.render(KERNEL, config)
-    record = {
-        "kernel": "forward", "M": 10, "N": 20, "K": 30, "shape": "B=1,T=10,C=30,OC=20",
-        "config": {**config.template_params(), "threads": config.threads}, "config_label": config.label(),
-        "median_s": median_s, "spread_s": [median_s, median_s], "repeats": 3, "gflops": 1.0,
-        "baselines": {"numpy_ratio": 1.0, "numpy_gflops": 1.0, "sgemm_ratio": 1.0, "naive_gflops": 1.0,
-                      "blas": {"library": "openblas", "architecture": "X", "OPENBLAS_CORETYPE": None}},
-        "trials": {"complete": 1, "failed": 0, "rejected": 0}, "date": "today",
-        "fingerprint": machine.fingerprint(), "template_hash": render.template_hash(KERNEL),
-        "compile_flags": render.COMPILE_FLAGS, "source_sha256": store.source_digest(source),
-    }
-    record.update(changes)
-    return record, source
+from autotune import machine, store
+from conftest import make_record
 
 
 def test_round_trip(tmp_path):
