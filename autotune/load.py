@@ -7,6 +7,7 @@
 A shape nobody tuned runs space.default_config() (never an error). Records from another
 machine, numba version or template version are skipped with one warning per directory.
 """
+import os
 import warnings
 
 import numba
@@ -57,15 +58,17 @@ _winners = {}
 
 
 def winners():
-    directory = store.tuned_dir().resolve()
-    if directory not in _winners:
-        _winners[directory] = Winners(directory)
-    return _winners[directory]
+    """The Winners of the folder AUTOTUNE_TUNED_DIR names now (read once per folder)."""
+    key = os.environ.get("AUTOTUNE_TUNED_DIR")  # a dict lookup: this runs on every call
+    if key not in _winners:
+        _winners[key] = Winners(store.tuned_dir().resolve())
+    return _winners[key]
 
 
 def _run(kernel, dims, *arrays):
     fn, threads = winners().function(Problem(kernel, *dims))
-    numba.set_num_threads(threads)
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)
     fn(*arrays)
 
 

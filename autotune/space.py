@@ -16,15 +16,16 @@ class Config:
     row_tiles: int  # register blocks down one parallel task: MC = mr * row_tiles
     col_panels: int  # register blocks across one parallel task: NC = nr * col_panels
     order: str  # "rows-outer" or "panels-outer": which tile loop is outside within a task
-    threads: int  # numba threads at run time (not part of the rendered source)
+    threads: int  # numba threads at run time; 1 renders a kernel without a parallel region
 
     def params(self):
         """The optuna parameters (every field)."""
         return asdict(self)
 
     def template_params(self):
+        """The Jinja context: the thread count is set at run time; one thread renders a serial kernel."""
         params = asdict(self)
-        del params["threads"]
+        params["parallel"] = params.pop("threads") > 1
         return params
 
     def label(self):

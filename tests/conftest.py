@@ -42,7 +42,7 @@ def make_record(median_s=1.0, **changes):
     source = render.render(KERNELS["forward"], config)
     record = {
         "kernel": "forward", "M": 10, "N": 20, "K": 30, "shape": "B=1,T=10,C=30,OC=20",
-        "config": {**config.template_params(), "threads": config.threads}, "config_label": config.label(),
+        "config": config.params(), "config_label": config.label(),
         "median_s": median_s, "spread_s": [median_s, median_s], "repeats": 3, "gflops": 1.0,
         "baselines": {"numpy_ratio": 1.0, "numpy_gflops": 1.0, "sgemm_ratio": 1.0, "naive_gflops": 1.0,
                       "blas": {"library": "openblas", "architecture": "X", "OPENBLAS_CORETYPE": None}},

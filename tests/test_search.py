@@ -19,7 +19,7 @@ BROKEN = space.Config(mr=8, nr=16, kc=64, row_tiles=1, col_panels=2, order="pane
 
 
 def params(config):
-    return {**config.template_params(), "threads": config.threads}
+    return config.params()
 
 
 @pytest.fixture

@@ -37,8 +37,8 @@ def test_sizes_past_the_dimension_keep_only_the_smallest_cover():
 
 def test_config_round_trips_through_optuna_params():
     c = config(order="rows-outer", threads=2)
-    assert space.Config.from_dict({**c.template_params(), "threads": 2}) == c
-    assert "threads" not in c.template_params()  # a runtime setting, not part of the source
+    assert space.Config.from_dict(c.params()) == c
+    assert c.template_params()["parallel"] and not config(threads=1).template_params()["parallel"]
 
 
 def test_analytical_model_avx2_gives_the_classic_6x16():
