@@ -1,6 +1,7 @@
 """Command line: python -m autotune search|show|bench. See README.md."""
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,10 +15,15 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
 
     find = commands.add_parser("search", help="tune the kernels of one op at one shape and store the winners")
-    find.add_argument("--op", choices=sorted(ops.OPS), default="forward",
-                      help="forward, or backward (tunes backward_input and backward_weight)")
+    find.add_argument("--op", choices=sorted(ops.OPS), default=None,
+                      help="forward (default), backward (backward_input and backward_weight) or all "
+                           "(the default with --model)")
     find.add_argument("--shape", type=ops.Shape.parse, default=DEFAULT_SHAPE, metavar="B,T,C,OC",
                       help=f"llm.c sizes (default {DEFAULT_SHAPE})")
+    find.add_argument("--model", choices=sorted(ops.GPT2_WIDTHS), default=None,
+                      help="tune every matmul of this GPT-2 size instead of --shape")
+    find.add_argument("--batch", type=int, default=4, help="B for --model (default 4)")
+    find.add_argument("--seq", type=int, default=1024, help="T for --model (default 1024)")
     find.add_argument("--trials", type=int, default=24,
                       help="trials the study should hold; a rerun resumes and counts earlier ones")
     find.add_argument("--timeout", type=float, default=None, metavar="S", help="stop adding trials after S seconds")
@@ -30,7 +36,7 @@ def main(argv=None):
 
     timing = commands.add_parser("bench", help="time the tuned ops against numpy/BLAS and the naive loop")
     timing.add_argument("--shapes", nargs="+", default=bench.DEFAULT_SHAPES, metavar="B,T,C,OC")
-    timing.add_argument("--op", choices=["forward", "backward", "both"], default="both")
+    timing.add_argument("--op", choices=sorted(ops.OPS), default="all")
     timing.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     timing.add_argument("--csv", default="bench.csv", help="where to write the rows (default bench.csv)")
     timing.add_argument("--tuned-dir", default=None)
@@ -45,28 +51,43 @@ def main(argv=None):
 
 def run_search(args):
     directory = store.tuned_dir()
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill ends like Ctrl-C: the running trial is marked failed
+    shapes = ops.model_shapes(args.model, args.batch, args.seq) if args.model else [args.shape]
+    kernels = ops.OPS[args.op or ("all" if args.model else "forward")]
     rows = []
-    for name in ops.OPS[args.op]:
-        print(f"searching {name} for {args.shape}: {args.trials} trials, {args.sampler} sampler", file=sys.stderr)
-        record = search.search(ops.KERNELS[name], args.shape, trials=args.trials, timeout=args.timeout,
-                               sampler=args.sampler, storage=args.storage, directory=directory)
-        rows.append(record)
+    try:
+        for shape in shapes:
+            for name in kernels:
+                print(f"searching {name} for {shape}: {args.trials} trials, {args.sampler} sampler", file=sys.stderr)
+                rows.append(search.search(ops.KERNELS[name], shape, trials=args.trials, timeout=args.timeout,
+                                          sampler=args.sampler, storage=args.storage, directory=directory))
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are kept in the study and tuned/ is unchanged for the unfinished "
+              "kernel; run the same command again to resume", file=sys.stderr)
+        return 130
     base = rows[0]["baselines"]
-    print_table(["kernel", "M x N x K", "best config", "GF/s", "numpy GF/s", "sgemm GF/s", "x numpy", "x sgemm",
+    print_table(["kernel", "shape", "M x N x K", "best config", "GF/s", "numpy GF/s", "sgemm GF/s", "x numpy", "x sgemm",
                  "naive GF/s", "trials ok/failed/rejected", "compile s", "search s", "stored"],
-                [[r["kernel"], f"{r['M']}x{r['N']}x{r['K']}", r["config_label"], f"{r['gflops']:.1f}",
+                [[r["kernel"], r["shape"], f"{r['M']}x{r['N']}x{r['K']}", r["config_label"], f"{r['gflops']:.1f}",
                   f"{r['baselines']['numpy_gflops']:.1f}", f"{r['baselines']['sgemm_gflops']:.1f}",
                   f"{r['baselines']['numpy_ratio']:.2f}", f"{r['baselines']['sgemm_ratio']:.2f}",
                   f"{r['baselines']['naive_gflops']:.1f}",
                   f"{r['trials']['complete']}/{r['trials']['failed']}/{r['trials']['rejected']}",
                   f"{r['compile_s']:.1f}", f"{r['search_s']:.1f}", "yes" if r["stored"] else "kept faster"]
                  for r in rows])
+    for r in rows:
+        for reason, count in r["trials"]["failures"]:
+            print(f"{r['kernel']}: {count} trial(s) failed: {reason}")
     blas = base["blas"]
     print(f"\nMedians of interleaved runs at the winner's thread count. BLAS: {blas['library']} {blas['version']} "
           f"kernel {blas['architecture']}, OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or 'unset'}. "
           f"numpy = what a numpy user writes (with bias / accumulation), sgemm = bare np.matmul(out=). "
           f"Winners in {directory}.")
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run_bench(args):
@@ -76,7 +97,7 @@ def run_bench(args):
         env = {k: v for k, v in os.environ.items() if k not in bench.BLAS_ENV}
         print(f"unsetting {', '.join(preset)} for the benchmark process", file=sys.stderr)
         return subprocess.run([sys.executable, "-m", "autotune", *sys.argv[1:]], env=env).returncode
-    op_names = ("forward", "backward") if args.op == "both" else (args.op,)
+    op_names = ("forward", "backward") if args.op == "all" else (args.op,)
     rows, peak, blas = bench.run(args.shapes, op_names, args.rounds, args.csv,
                                  progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
     print_table(["shape", "op", "dispatch", "naive GF/s", "tuned GF/s", "numpy GF/s", "sgemm GF/s", "x numpy",

@@ -166,7 +166,16 @@ class BackwardWeight(Kernel):
 
 
 KERNELS = {k.name: k for k in (Forward(), BackwardInput(), BackwardWeight())}
-OPS = {"forward": ("forward",), "backward": ("backward_input", "backward_weight")}
+OPS = {"forward": ("forward",), "backward": ("backward_input", "backward_weight"),
+       "all": ("forward", "backward_input", "backward_weight")}
+
+GPT2_WIDTHS = {"gpt2": 768, "gpt2-medium": 1024, "gpt2-large": 1280, "gpt2-xl": 1600}
+
+
+def model_shapes(model, B, T):
+    """The matmuls of one GPT-2 block: qkv C->3C, attention projection C->C, MLP C->4C and 4C->C."""
+    C = GPT2_WIDTHS[model]
+    return [Shape(B, T, C, 3 * C), Shape(B, T, C, C), Shape(B, T, C, 4 * C), Shape(B, T, 4 * C, C)]
 
 
 # The seed article's loops (llm.c's CPU matmuls, one thread per row), compiled with numba's

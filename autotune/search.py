@@ -4,6 +4,7 @@ One study per (kernel, M, N, K, machine fingerprint), kept in an RDB storage (SQ
 so rerunning a search resumes it. A candidate that fails to build, raises or is wrong fails its
 own trial with the reason in the trial's user attributes; the study goes on.
 """
+import collections
 import datetime
 import logging
 import math
@@ -128,7 +129,8 @@ def _best_value(study):
 def _same_params(trial):
     for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
                                                             optuna.trial.TrialState.FAIL)):
-        if t.number != trial.number and t.params == trial.params:
+        interrupted = t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs
+        if t.number != trial.number and t.params == trial.params and not interrupted:
             return t
     return None
 
@@ -188,7 +190,9 @@ def final_record(study, kernel, problem, shape, arrays):
             "threads": config.threads, "blas": measure.blas_info(),
         },
         "trials": {"complete": len(complete), "failed": states.count(optuna.trial.TrialState.FAIL),
-                   "rejected": states.count(optuna.trial.TrialState.PRUNED), "study": study.study_name},
+                   "rejected": states.count(optuna.trial.TrialState.PRUNED), "study": study.study_name,
+                   "failures": collections.Counter(t.user_attrs["failure"][:160] for t in study.trials
+                                                   if "failure" in t.user_attrs).most_common(5)},
         "compile_s": round(sum(t.user_attrs.get("compile_s", 0) for t in study.trials), 2),
         "search_s": round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
         "compile_flags": render.COMPILE_FLAGS, "template": kernel.template,
