@@ -34,7 +34,9 @@ def default_storage():
 
 
 def study_name(problem):
-    return f"{problem.kernel}-M{problem.M}-N{problem.N}-K{problem.K}-{machine.fingerprint()['id']}"
+    """One study per kernel, size, machine and template version: timings of other templates do not mix."""
+    template = render.template_hash(ops.KERNELS[problem.kernel])[:8]
+    return f"{problem.kernel}-M{problem.M}-N{problem.N}-K{problem.K}-{machine.fingerprint()['id']}-{template}"
 
 
 def open_study(problem, storage=None, sampler="tpe"):

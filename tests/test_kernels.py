@@ -34,3 +34,13 @@ def test_backward_accumulates_instead_of_overwriting(name):
     for name in kernel.outputs:
         twice = start[name] + 2 * (expected[name] - start[name])
         assert abs(arrays[name] - twice).max() < 1e-3, name
+
+
+def test_tolerance_holds_for_long_sums():
+    """dweight sums over B*T = 65536 rows; the forward over C = 3072: correct kernels stay inside the bound."""
+    config = SAMPLE_CONFIGS[1]
+    for name, size in [("backward_weight", (16, 40, 65536)), ("forward", (24, 40, 3072))]:
+        kernel = KERNELS[name]
+        fn = kernel_function(kernel, config)
+        numba.set_num_threads(config.threads)
+        assert verify.Reference(kernel, Problem(name, *size)).check(fn) is None, name
