@@ -1,11 +1,11 @@
-"""Command line: python -m autotune search|show|bench. See README.md."""
+"""Command line: python -m autotune search|show|bench|sweep. See README.md."""
 import argparse
 import os
 import signal
 import subprocess
 import sys
 
-from autotune import bench, ops, search, store
+from autotune import bench, ops, search, store, sweep
 
 DEFAULT_SHAPE = "64,1024,768,768"  # the seed article's headline shape: B, T, C, OC
 
@@ -43,10 +43,18 @@ def main(argv=None):
     timing.add_argument("--keep-blas-env", action="store_true",
                         help=f"keep {' and '.join(bench.BLAS_ENV)} (by default unset in the benchmark process)")
 
+    article = commands.add_parser("sweep", help="the seed article's sweep: naive, tuned and numpy over B, T, C")
+    article.add_argument("--full", action="store_true", help="every power-of-two step of the article's ranges")
+    article.add_argument("--rounds", type=int, default=3)
+    article.add_argument("--csv", default="sweep.csv")
+    article.add_argument("--plots", default="sweep", help="PNG prefix (needs the plot extra: matplotlib)")
+    article.add_argument("--tuned-dir", default=None)
+    article.add_argument("--keep-blas-env", action="store_true")
+
     args = parser.parse_args(argv)
     if getattr(args, "tuned_dir", None):  # the loader reads it from the environment, as user code does
         os.environ["AUTOTUNE_TUNED_DIR"] = str(store.tuned_dir(args.tuned_dir).resolve())
-    return {"search": run_search, "show": run_show, "bench": run_bench}[args.command](args)
+    return {"search": run_search, "show": run_show, "bench": run_bench, "sweep": run_sweep}[args.command](args)
 
 
 def run_search(args):
@@ -90,13 +98,31 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_bench(args):
+def _without_preset_blas(args):
+    """numpy picks its OpenBLAS kernel at import: rerun without the preset, or None to go on here."""
     preset = [name for name in bench.BLAS_ENV if name in os.environ]
-    if preset and not args.keep_blas_env:
-        # numpy picked its OpenBLAS kernel at import: rerun in a process without the preset
-        env = {k: v for k, v in os.environ.items() if k not in bench.BLAS_ENV}
-        print(f"unsetting {', '.join(preset)} for the benchmark process", file=sys.stderr)
-        return subprocess.run([sys.executable, "-m", "autotune", *sys.argv[1:]], env=env).returncode
+    if not preset or args.keep_blas_env:
+        return None
+    env = {k: v for k, v in os.environ.items() if k not in bench.BLAS_ENV}
+    print(f"unsetting {', '.join(preset)} for the benchmark process", file=sys.stderr)
+    return subprocess.run([sys.executable, "-m", "autotune", *sys.argv[1:]], env=env).returncode
+
+
+def run_sweep(args):
+    rerun = _without_preset_blas(args)
+    if rerun is not None:
+        return rerun
+    shapes = sweep.grid(args.full)
+    rows, plots = sweep.run(shapes, args.rounds, args.csv, args.plots,
+                            progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
+    print(f"{len(rows)} rows in {args.csv}; plots: {', '.join(plots) or 'none (pip install -e .[plot])'}")
+    return 0
+
+
+def run_bench(args):
+    rerun = _without_preset_blas(args)
+    if rerun is not None:
+        return rerun
     op_names = ("forward", "backward") if args.op == "all" else (args.op,)
     rows, peak, blas = bench.run(args.shapes, op_names, args.rounds, args.csv,
                                  progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))

@@ -84,7 +84,8 @@ def dispatch(op, shape):
     return "+".join(names)
 
 
-def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progress=print):
+def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progress=print, naive_max_gflop=None):
+    """Rows of GF/s and ratios per shape and op; the naive loop is skipped (NaN) past `naive_max_gflop`."""
     threads = machine.max_threads()
     peak = fma_peak(threads)
     blas = measure.blas_info()
@@ -94,11 +95,16 @@ def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progr
         a = op_arrays(shape)
         for op in op_names:
             flops = sum(ops.KERNELS[k].problem(shape).flops for k in ops.OPS[op])
+            timed = contenders(op, a)
+            if naive_max_gflop is not None and flops > naive_max_gflop * 1e9:
+                del timed["naive"]  # minutes per call at the large end of the sweep
             with measure.thread_count(threads):
-                t = measure.compare(contenders(op, a), rounds=rounds, blas_names=("numpy", "sgemm"))
+                t = measure.compare(timed, rounds=rounds, blas_names=("numpy", "sgemm"))
             gf = {name: timing.gflops(flops) for name, timing in t.items()}
-            row = {"shape": str(shape), "op": op, "dispatch": dispatch(op, shape), "threads": threads,
-                   **{f"{name}_gflops": round(v, 1) for name, v in gf.items()},
+            gf.setdefault("naive", float("nan"))
+            seconds = {f"{name}_s": t[name].median if name in t else float("nan") for name in gf}
+            row = {"shape": str(shape), "op": op, "dispatch": dispatch(op, shape), "threads": threads, "flops": flops,
+                   **{f"{name}_gflops": round(v, 1) for name, v in gf.items()}, **seconds,
                    "tuned_vs_numpy": round(gf["tuned"] / gf["numpy"], 3),
                    "tuned_vs_sgemm": round(gf["tuned"] / gf["sgemm"], 3),
                    "tuned_vs_naive": round(gf["tuned"] / gf["naive"], 2),

@@ -1,6 +1,6 @@
 """Search one problem with optuna: each trial renders, builds, verifies, then times a candidate.
 
-One study per (kernel, M, N, K, machine fingerprint), kept in an RDB storage (SQLite by default),
+One study per (kernel, M, N, K, machine fingerprint, template hash), in an RDB storage (SQLite by default),
 so rerunning a search resumes it. A candidate that fails to build, raises or is wrong fails its
 own trial with the reason in the trial's user attributes; the study goes on.
 """

@@ -1,0 +1,61 @@
+"""The seed article's sweep on this machine: forward and backward over a grid of B, T and C = OC,
+timing the naive loop, the tuned op (as `import tuned` dispatches it) and numpy/BLAS, with
+log-log plots of time against tensor elements like the article's Fig. 1 and 2.
+"""
+import csv
+import itertools
+
+from autotune import bench
+
+# The article's ranges: B 4..128, T 64..2048, C = OC 48..1536. The default subset (27 shapes) takes
+# three values of each up to the headline shape, so it runs in minutes; --full takes every
+# power-of-two step of the article's ranges (216 shapes, hours, up to 10 GB of arrays).
+SUBSET = {"B": (4, 16, 64), "T": (64, 256, 1024), "C": (48, 192, 768)}
+NAIVE_MAX_GFLOP = 200  # past this the naive loop takes minutes per call and is not timed
+FULL = {"B": (4, 8, 16, 32, 64, 128), "T": (64, 128, 256, 512, 1024, 2048),
+        "C": (48, 96, 192, 384, 768, 1536)}
+CONTENDERS = ("naive", "tuned", "numpy")
+
+
+def grid(full=False):
+    axes = FULL if full else SUBSET
+    return [f"{B},{T},{C},{C}" for B, T, C in itertools.product(axes["B"], axes["T"], axes["C"])]
+
+
+def run(shapes, rounds=3, csv_path="sweep.csv", plot_prefix="sweep", progress=print):
+    rows, peak, blas = bench.run(shapes, ("forward", "backward"), rounds, csv_path=None, progress=progress,
+                                 naive_max_gflop=NAIVE_MAX_GFLOP)
+    for row in rows:
+        B, T, C, OC = (int(part.split("=")[1]) for part in row["shape"].split(","))
+        row["elements"] = B * T * C  # the article's x axis: elements of the input tensor
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows, plot(rows, plot_prefix, blas)
+
+
+def plot(rows, prefix, blas):
+    """One PNG per op: seconds against elements, log-log, one line per implementation."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []  # an optional extra: pip install -e '.[plot]'
+    paths = []
+    for op in ("forward", "backward"):
+        fig, ax = plt.subplots(figsize=(7, 5))
+        op_rows = sorted((r for r in rows if r["op"] == op), key=lambda r: (r["elements"], r["flops"]))
+        for name, marker in zip(CONTENDERS, "os^"):  # points, not lines: one x can hold several shapes
+            ax.plot([r["elements"] for r in op_rows], [r[f"{name}_s"] for r in op_rows], marker, label=name,
+                    markersize=5, alpha=0.7)
+        ax.set(xscale="log", yscale="log", xlabel="elements of inp (B*T*C)", ylabel="seconds per call (median)",
+               title=f"matmul {op}: C = OC, {op_rows[0]['threads']} threads, BLAS {blas['architecture']}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        path = f"{prefix}-{op}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
