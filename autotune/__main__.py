@@ -144,13 +144,13 @@ def run_show(args):
     for entry in store.entries(directory):
         r = entry.record or {}
         base = r.get("baselines", {})
-        rows.append([entry.status, r.get("kernel", "?"), f"{r.get('M', '?')}x{r.get('N', '?')}x{r.get('K', '?')}",
+        rows.append([entry.status, r.get("use", "?"), r.get("kernel", "?"), f"{r.get('M', '?')}x{r.get('N', '?')}x{r.get('K', '?')}",
                      r.get("config_label", "?"), _fmt(r.get("gflops")), _fmt(base.get("numpy_ratio"), 2),
                      _fmt(base.get("sgemm_ratio"), 2), r.get("date", "?"), entry.reason or entry.path.name])
     if not rows:
         print(f"no tuned kernels in {directory}")
         return 0
-    print_table(["status", "kernel", "M x N x K", "config", "GF/s", "x numpy", "x sgemm", "date", "file / why"],
+    print_table(["status", "runs", "kernel", "M x N x K", "config", "GF/s", "x numpy", "x sgemm", "date", "file / why"],
                 rows)
     return 0
 
