@@ -75,13 +75,13 @@ def run_search(args):
         return 130
     base = rows[0]["baselines"]
     print_table(["kernel", "shape", "M x N x K", "best config", "GF/s", "numpy GF/s", "sgemm GF/s", "x numpy", "x sgemm",
-                 "naive GF/s", "trials ok/failed/rejected", "compile s", "search s", "stored"],
+                 "naive GF/s", "trials ok/failed/rejected", "compile s", "search s", "loader runs", "stored"],
                 [[r["kernel"], r["shape"], f"{r['M']}x{r['N']}x{r['K']}", r["config_label"], f"{r['gflops']:.1f}",
                   f"{r['baselines']['numpy_gflops']:.1f}", f"{r['baselines']['sgemm_gflops']:.1f}",
                   f"{r['baselines']['numpy_ratio']:.2f}", f"{r['baselines']['sgemm_ratio']:.2f}",
                   f"{r['baselines']['naive_gflops']:.1f}",
                   f"{r['trials']['complete']}/{r['trials']['failed']}/{r['trials']['rejected']}",
-                  f"{r['compile_s']:.1f}", f"{r['search_s']:.1f}", "yes" if r["stored"] else "kept faster"]
+                  f"{r['compile_s']:.1f}", f"{r['search_s']:.1f}", r["use"], "yes" if r["stored"] else "kept faster"]
                  for r in rows])
     for r in rows:
         for reason, count in r["trials"]["failures"]:

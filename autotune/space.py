@@ -77,7 +77,7 @@ def analytical_config(problem, caches=None, lanes=None, registers=None):
     lanes, registers = lanes or machine.vector_floats(), registers or machine.vector_registers()
     options = choices(problem)
     nr = max(n for n in options["nr"] if n <= 2 * lanes)
-    fitting = [m for m in options["mr"] if m * nr // lanes + nr // lanes + 1 <= registers
+    fitting = [m for m in options["mr"] if registers_needed(m, nr, lanes) <= registers
                and m * nr // lanes >= FMA_PIPES * FMA_LATENCY] or [min(options["mr"])]
     mr = max(fitting)
     kc = _largest_at_most(options["kc"], caches[1] * 3 // 4 // ((mr + nr) * 4))
@@ -89,6 +89,11 @@ def analytical_config(problem, caches=None, lanes=None, registers=None):
     while invalid_reason(config, problem) and "col_panels" in invalid_reason(config, problem):
         config = replace(config, col_panels=config.col_panels // 2)
     return config
+
+
+def registers_needed(mr, nr, lanes):
+    """Vector registers of an MR x NR micro-kernel: the accumulators, one row of b, one broadcast of a."""
+    return mr * nr // lanes + nr // lanes + 1
 
 
 def _largest_at_most(options, bound):
@@ -105,7 +110,7 @@ def invalid_reason(config, problem):
     lanes, registers = machine.vector_floats(), machine.vector_registers()
     if config.nr % lanes:
         return f"nr={config.nr} is not a multiple of the vector width {lanes}"
-    needed = config.mr * config.nr // lanes + config.nr // lanes + 1  # accumulators, b row, a broadcast
+    needed = registers_needed(config.mr, config.nr, lanes)
     if needed > registers:
         return f"register block {config.mr}x{config.nr} needs {needed} vector registers, the CPU has {registers}"
     if config.threads > machine.max_threads():
@@ -122,4 +127,6 @@ def invalid_reason(config, problem):
 
 def _past_dimension(size, dim, sizes):
     """Sizes past the dimension all behave like the smallest of them that covers it: keep only that one."""
-    return size > dim and size > min(s for s in sizes if s >= dim) if max(sizes) >= dim else size > dim
+    if size <= dim:
+        return False
+    return size > min([s for s in sizes if s >= dim] or [size])
