@@ -1,0 +1,7 @@
+"""A code-generated autotuner for the matmuls of llm.c training.
+
+The pipeline, one module per stage: ops (the kernels, references, baselines) -> space (Config,
+choices, validity) -> render (Jinja templates in templates/) -> build (numba, content-addressed)
+-> verify (float64 reference) -> measure (timing, BLAS) -> search (optuna) -> store (tuned/)
+-> load (`import tuned`). bench and sweep time the result against numpy and the naive loop.
+"""
