@@ -59,7 +59,8 @@ def main(argv=None):
 
 def run_search(args):
     directory = store.tuned_dir()
-    signal.signal(signal.SIGTERM, _interrupt)  # a kill ends like Ctrl-C: the running trial is marked failed
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a kill ends like Ctrl-C: the running trial is marked failed
+        signal.signal(signum, _interrupt)
     shapes = ops.model_shapes(args.model, args.batch, args.seq) if args.model else [args.shape]
     kernels = ops.OPS[args.op or ("all" if args.model else "forward")]
     rows = []
@@ -95,6 +96,7 @@ def run_search(args):
 
 
 def _interrupt(signum, frame):
+    search.INTERRUPTED.set()
     raise KeyboardInterrupt
 
 

@@ -6,8 +6,11 @@ own trial with the reason in the trial's user attributes; the study goes on.
 """
 import collections
 import datetime
+import hashlib
 import logging
 import math
+import os
+import threading
 
 import numpy as np
 import optuna
@@ -22,7 +25,13 @@ SAMPLERS = {
 }
 TIMING_BUDGET_S = 1.0  # per trial, after one warm-up call
 GIVE_UP_FACTOR = 3.0  # a candidate whose warm-up call is this much slower than the best gets one sample
-MAX_PROPOSALS_PER_TRIAL = 10  # bounds the proposals (rejected ones included) a search may make
+MAX_PROPOSALS_PER_TRIAL = 50  # bounds the proposals (rejected ones, about 20 ms each, included)
+FINALISTS = 3  # best configs timed again side by side with BLAS at the end of a search
+
+
+# Set by the command line's SIGINT/SIGTERM handler. An interrupt that lands inside numba's compiler
+# can come back wrapped in an ordinary exception; the flag keeps it an interrupt.
+INTERRUPTED = threading.Event()
 
 
 class CandidateFailed(Exception):
@@ -34,9 +43,12 @@ def default_storage():
 
 
 def study_name(problem):
-    """One study per kernel, size, machine and template version: timings of other templates do not mix."""
+    """One study per kernel, size, machine, template version and search space: timings of other
+    templates do not mix, and optuna's categorical parameters keep their choices."""
     template = render.template_hash(ops.KERNELS[problem.kernel])[:8]
-    return f"{problem.kernel}-M{problem.M}-N{problem.N}-K{problem.K}-{machine.fingerprint()['id']}-{template}"
+    choices = hashlib.sha256(repr(sorted(space.choices(problem).items())).encode()).hexdigest()[:6]
+    return (f"{problem.kernel}-M{problem.M}-N{problem.N}-K{problem.K}-{machine.fingerprint()['id']}"
+            f"-{template}-{choices}")
 
 
 def open_study(problem, storage=None, sampler="tpe"):
@@ -81,6 +93,9 @@ class Objective:
         self.arrays = kernel.inputs(problem, seed=1)  # timed in place; results are not checked
 
     def __call__(self, trial):
+        trial.set_user_attr("pid", os.getpid())  # whose trial it is, if an interrupt strands it
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         config = suggest(trial, self.problem)
         earlier = _same_params(trial)
         if earlier is not None:  # categorical spaces repeat themselves: never build or time twice
@@ -91,6 +106,8 @@ class Objective:
         try:
             return self._evaluate(trial, config)
         except Exception as error:
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt from error
             trial.set_user_attr("failure", f"{type(error).__name__}: {error}"[:500])
             raise
 
@@ -149,38 +166,66 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
     if remaining > 0:  # rejected configs cost no compile and do not count; stop at `trials` evaluated ones
-        with tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar:
-            study.optimize(objective, n_trials=MAX_PROPOSALS_PER_TRIAL * remaining, timeout=timeout,
-                           catch=(Exception,), gc_after_trial=False,
-                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted),
-                                      _progress(bar, problem, counted)])
+        earlier = {t.number for t in study.trials}
+        try:
+            with tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar:
+                study.optimize(objective, n_trials=MAX_PROPOSALS_PER_TRIAL * remaining, timeout=timeout,
+                               catch=(Exception,), gc_after_trial=False,
+                               callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted),
+                                          _progress(bar, problem, counted)])
+        except KeyboardInterrupt:
+            _fail_interrupted(study, earlier)
+            raise
     record, source = final_record(study, kernel, problem, shape, objective.arrays)
     record["stored"] = store.save(record, source, store.tuned_dir(directory))
     return record
 
 
+def _fail_interrupted(study, earlier):
+    """An interrupt between optuna creating a trial and running it leaves the trial RUNNING: end
+    ours as failed (trials another worker started carry its pid and are left alone)."""
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.number not in earlier and t.user_attrs.get("pid", os.getpid()) == os.getpid():
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def finalists(study, count=FINALISTS):
+    """The best distinct configs of the study at the best trial's thread count, best first."""
+    best_threads = study.best_trial.params["threads"]
+    configs = []
+    for t in sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value):
+        config = space.Config.from_dict(t.params)
+        if config.threads == best_threads and config not in configs:
+            configs.append(config)
+    return configs[:count]
+
+
 def final_record(study, kernel, problem, shape, arrays):
-    """Time the best trial again beside BLAS and the naive loop, interleaved, and describe it."""
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
+    """Time the best configs again beside BLAS, interleaved, keep the fastest, and describe it.
+
+    Re-timing a few finalists side by side guards against the winner's curse: on a noisy machine
+    the best of many single measurements is often a lucky one."""
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") for t in study.trials}
         raise RuntimeError(f"no candidate for {problem} passed verification: {sorted(filter(None, reasons))[:3]}")
-    config = space.Config.from_dict(study.best_trial.params)
-    source = render.render(kernel, config)
-    fn = getattr(build.build(source, render.COMPILE_FLAGS).module, kernel.entry)
+    configs = finalists(study)
+    fns = [getattr(build.build(render.render(kernel, c), render.COMPILE_FLAGS).module, kernel.entry) for c in configs]
     scratch = np.empty(arrays[kernel.outputs[0]].shape, np.float32)
-    with measure.thread_count(config.threads):
-        timings = measure.compare({"tuned": lambda: kernel.call(fn, arrays),
-                                   "numpy": lambda: kernel.call(kernel.blas, arrays),
+    contenders = {c.label(): (lambda fn=fn: kernel.call(fn, arrays)) for c, fn in zip(configs, fns)}
+    with measure.thread_count(configs[0].threads):
+        timings = measure.compare({**contenders, "numpy": lambda: kernel.call(kernel.blas, arrays),
                                    "sgemm": lambda: kernel.sgemm(arrays, scratch)},
                                   rounds=5, blas_names=("numpy", "sgemm"))
         naive = measure.time_call(lambda: kernel.naive(arrays), budget_s=2.0, min_repeats=1, max_repeats=5)
-    tuned, flops = timings["tuned"], problem.flops
+    config = min(configs, key=lambda c: timings[c.label()].median)
+    source = render.render(kernel, config)
+    tuned, flops = timings[config.label()], problem.flops
     use = "blas" if timings["numpy"].median < tuned.median else "kernel"  # never slower than BLAS
     states = [t.state for t in study.trials]
     record = {
         "kernel": kernel.name, "M": problem.M, "N": problem.N, "K": problem.K, "shape": str(shape),
-        "config": study.best_trial.params, "config_label": config.label(),
+        "config": config.params(), "config_label": config.label(),
+        "finalists": {c.label(): timings[c.label()].median for c in configs},
         "use": use, "median_s": tuned.median, "spread_s": [tuned.low, tuned.high], "repeats": tuned.repeats,
         "gflops": tuned.gflops(flops),
         "baselines": {
@@ -191,7 +236,7 @@ def final_record(study, kernel, problem, shape, arrays):
             "naive_s": naive.median, "naive_gflops": naive.gflops(flops),
             "threads": config.threads, "blas": measure.blas_info(),
         },
-        "trials": {"complete": len(complete), "failed": states.count(optuna.trial.TrialState.FAIL),
+        "trials": {"complete": states.count(optuna.trial.TrialState.COMPLETE), "failed": states.count(optuna.trial.TrialState.FAIL),
                    "rejected": states.count(optuna.trial.TrialState.PRUNED), "study": study.study_name,
                    "failures": collections.Counter(t.user_attrs["failure"][:160] for t in study.trials
                                                    if "failure" in t.user_attrs).most_common(5)},

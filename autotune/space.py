@@ -52,6 +52,10 @@ def choices(problem=None):
     if problem is not None:
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
             options[name] = tuple(v for v in options[name] if not _past_dimension(v, dim, options[name]))
+        for name, tile, dim in (("row_tiles", "mr", problem.M), ("col_panels", "nr", problem.N)):
+            sizes = options[name]  # keep a task size if it is useful with at least one tile size
+            options[name] = tuple(v for v in sizes if any(not _past_dimension(t * v, dim, [t * x for x in sizes])
+                                                          for t in options[tile]))
     return options
 
 
