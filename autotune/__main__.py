@@ -27,6 +27,9 @@ def main(argv=None):
     find.add_argument("--trials", type=int, default=24,
                       help="trials the study should hold; a rerun resumes and counts earlier ones")
     find.add_argument("--timeout", type=float, default=None, metavar="S", help="stop adding trials after S seconds")
+    find.add_argument("--trial-time-limit", type=float, default=search.TRIAL_TIME_LIMIT_S, metavar="S",
+                      help="kill a candidate that builds, verifies and times for longer than S seconds "
+                           f"(default {search.TRIAL_TIME_LIMIT_S:.0f})")
     find.add_argument("--sampler", choices=sorted(search.SAMPLERS), default="tpe")
     find.add_argument("--storage", default=None, help=f"optuna storage URL (default {search.default_storage()})")
     find.add_argument("--tuned-dir", default=None, help="where winners go (default tuned/ or $AUTOTUNE_TUNED_DIR)")
@@ -69,7 +72,8 @@ def run_search(args):
             for name in kernels:
                 print(f"searching {name} for {shape}: {args.trials} trials, {args.sampler} sampler", file=sys.stderr)
                 rows.append(search.search(ops.KERNELS[name], shape, trials=args.trials, timeout=args.timeout,
-                                          sampler=args.sampler, storage=args.storage, directory=directory))
+                                          sampler=args.sampler, storage=args.storage, directory=directory,
+                                          time_limit_s=args.trial_time_limit))
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are kept in the study and tuned/ is unchanged for the unfinished "
               "kernel; run the same command again to resume", file=sys.stderr)

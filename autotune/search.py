@@ -10,20 +10,26 @@ import hashlib
 import logging
 import math
 import os
+import random
 import threading
+import time
+import warnings
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 import tqdm
 
-from autotune import build, machine, measure, ops, render, space, store, verify
+from autotune import build, machine, measure, ops, render, sandbox, space, store
 
 SAMPLERS = {
     "tpe": lambda problem: optuna.samplers.TPESampler(multivariate=True, seed=None),
     "random": lambda problem: optuna.samplers.RandomSampler(),
     "grid": lambda problem: optuna.samplers.GridSampler({k: list(v) for k, v in space.choices(problem).items()}),
 }
-TIMING_BUDGET_S = 1.0  # per trial, after one warm-up call
+TRIAL_TIME_LIMIT_S = 120.0  # build + verify + time one candidate; past it the candidate is killed
+STORAGE_ATTEMPTS = 5
+HEARTBEAT_S = 20  # a worker that dies without a word has its running trial failed after 3 beats
 GIVE_UP_FACTOR = 3.0  # a candidate whose warm-up call is this much slower than the best gets one sample
 MAX_PROPOSALS_PER_TRIAL = 50  # bounds the proposals (rejected ones, about 20 ms each, included)
 FINALISTS = 3  # best configs timed again side by side with BLAS at the end of a search
@@ -34,12 +40,29 @@ FINALISTS = 3  # best configs timed again side by side with BLAS at the end of a
 INTERRUPTED = threading.Event()
 
 
-class CandidateFailed(Exception):
-    """A candidate that did not build, crashed or gave a wrong answer."""
+CandidateFailed = sandbox.CandidateFailed
 
 
 def default_storage():
     return f"sqlite:///{build.cache_dir() / 'studies.sqlite3'}"
+
+
+def open_storage(url=None):
+    """optuna's RDB storage at `url` (SQLite by default, PostgreSQL for many workers), with
+    heartbeats: a trial whose worker died is failed by the next worker, never left running."""
+    url = url or default_storage()
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 4 and stable in use
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=3 * HEARTBEAT_S)
+        except sqlalchemy.exc.SQLAlchemyError:
+            # Two workers creating a new database race on its tables; the loser finds them made.
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 + random.random())
 
 
 def study_name(problem):
@@ -53,7 +76,7 @@ def study_name(problem):
 
 def open_study(problem, storage=None, sampler="tpe"):
     build.cache_dir().mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(study_name=study_name(problem), storage=storage or default_storage(),
+    return optuna.create_study(study_name=study_name(problem), storage=open_storage(storage),
                                sampler=SAMPLERS[sampler](problem), direction="minimize", load_if_exists=True)
 
 
@@ -87,10 +110,8 @@ def suggest(trial, problem):
 class Objective:
     """Seconds per call of the candidate a trial proposes (the study minimizes it)."""
 
-    def __init__(self, kernel, problem):
-        self.kernel, self.problem = kernel, problem
-        self.reference = verify.Reference(kernel, problem, seed=0)
-        self.arrays = kernel.inputs(problem, seed=1)  # timed in place; results are not checked
+    def __init__(self, kernel, problem, sandbox):
+        self.kernel, self.problem, self.sandbox = kernel, problem, sandbox
 
     def __call__(self, trial):
         trial.set_user_attr("pid", os.getpid())  # whose trial it is, if an interrupt strands it
@@ -98,6 +119,9 @@ class Objective:
             raise KeyboardInterrupt
         config = suggest(trial, self.problem)
         earlier = _same_params(trial)
+        if earlier is not None and earlier.state == optuna.trial.TrialState.RUNNING:
+            trial.set_user_attr("rejected", f"trial {earlier.number} is evaluating this config")
+            raise optuna.TrialPruned()  # another worker is timing it: do not time it twice
         if earlier is not None:  # categorical spaces repeat themselves: never build or time twice
             trial.set_user_attr("repeat_of", earlier.number)
             if earlier.state == optuna.trial.TrialState.FAIL:
@@ -108,25 +132,19 @@ class Objective:
         except Exception as error:
             if INTERRUPTED.is_set():
                 raise KeyboardInterrupt from error
-            trial.set_user_attr("failure", f"{type(error).__name__}: {error}"[:500])
+            trial.set_user_attr("failure", sandbox.describe(error))
             raise
 
     def _evaluate(self, trial, config):
-        built = build.build(render.render(self.kernel, config), render.COMPILE_FLAGS)
-        trial.set_user_attr("compile_s", round(built.seconds, 3))
-        trial.set_user_attr("compiled", built.compiled)
-        fn = getattr(built.module, self.kernel.entry)
-        with measure.thread_count(config.threads):
-            wrong = verify.check(self.kernel, fn, config, self.reference)
-            if wrong:
-                raise CandidateFailed(f"wrong result: {wrong}")
-            cutoff = GIVE_UP_FACTOR * _best_value(trial.study)
-            timing = measure.time_call(lambda: self.kernel.call(fn, self.arrays), TIMING_BUDGET_S, cutoff_s=cutoff)
-        if timing.repeats == 1:
+        cutoff = GIVE_UP_FACTOR * _best_value(trial.study)
+        result = self.sandbox.evaluate(render.render(self.kernel, config), config, cutoff)
+        trial.set_user_attr("compile_s", result["compile_s"])
+        trial.set_user_attr("compiled", result["compiled"])
+        if result["repeats"] == 1:
             trial.set_user_attr("stopped_early", f"over {GIVE_UP_FACTOR}x the best so far: timed once")
-        trial.set_user_attr("gflops", round(timing.gflops(self.problem.flops), 2))
-        trial.set_user_attr("spread_s", [timing.low, timing.high])
-        return timing.median
+        trial.set_user_attr("gflops", round(self.problem.flops / result["median_s"] / 1e9, 2))
+        trial.set_user_attr("spread_s", result["spread_s"])
+        return result["median_s"]
 
 
 def _progress(bar, problem, counted):
@@ -146,37 +164,39 @@ def _best_value(study):
 
 
 def _same_params(trial):
-    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                            optuna.trial.TrialState.FAIL)):
-        interrupted = t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs
-        if t.number != trial.number and t.params == trial.params and not interrupted:
-            return t
-    return None
+    """An earlier trial of the same config: a finished one (its result is reused) or one another
+    worker is running now. Trials an interrupt stranded do not count."""
+    finished = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                         optuna.trial.TrialState.FAIL))
+                if not (t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs)]
+    running = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.number < trial.number]
+    return next((t for t in finished + running if t.params == trial.params), None)
 
 
 def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, directory=None,
-           progress=True):
+           progress=True, time_limit_s=TRIAL_TIME_LIMIT_S):
     """Tune `kernel` for `shape` until its study holds `trials` trials; store and return the winner."""
     optuna.logging.set_verbosity(logging.WARNING)
     problem = kernel.problem(shape)
     study = open_study(problem, storage, sampler)
     if not study.trials:
         warm_start(study, problem, store.tuned_dir(directory))
-    objective = Objective(kernel, problem)
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
     if remaining > 0:  # rejected configs cost no compile and do not count; stop at `trials` evaluated ones
         earlier = {t.number for t in study.trials}
         try:
-            with tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar:
-                study.optimize(objective, n_trials=MAX_PROPOSALS_PER_TRIAL * remaining, timeout=timeout,
-                               catch=(Exception,), gc_after_trial=False,
+            with (sandbox.Sandbox(kernel, problem, time_limit_s) as evaluator,
+                  tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar):
+                study.optimize(Objective(kernel, problem, evaluator), n_trials=MAX_PROPOSALS_PER_TRIAL * remaining,
+                               timeout=timeout, catch=(Exception,), gc_after_trial=False,
                                callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted),
                                           _progress(bar, problem, counted)])
         except KeyboardInterrupt:
             _fail_interrupted(study, earlier)
             raise
-    record, source = final_record(study, kernel, problem, shape, objective.arrays)
+    record, source = final_record(study, kernel, problem, shape)
     record["stored"] = store.save(record, source, store.tuned_dir(directory))
     return record
 
@@ -200,7 +220,7 @@ def finalists(study, count=FINALISTS):
     return configs[:count]
 
 
-def final_record(study, kernel, problem, shape, arrays):
+def final_record(study, kernel, problem, shape):
     """Time the best configs again beside BLAS, interleaved, keep the fastest, and describe it.
 
     Re-timing a few finalists side by side guards against the winner's curse: on a noisy machine
@@ -209,6 +229,7 @@ def final_record(study, kernel, problem, shape, arrays):
         reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") for t in study.trials}
         raise RuntimeError(f"no candidate for {problem} passed verification: {sorted(filter(None, reasons))[:3]}")
     configs = finalists(study)
+    arrays = kernel.inputs(problem, seed=1)
     fns = [getattr(build.build(render.render(kernel, c), render.COMPILE_FLAGS).module, kernel.entry) for c in configs]
     scratch = np.empty(arrays[kernel.outputs[0]].shape, np.float32)
     contenders = {c.label(): (lambda fn=fn: kernel.call(fn, arrays)) for c, fn in zip(configs, fns)}

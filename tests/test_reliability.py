@@ -1,6 +1,7 @@
 """Interrupted searches resume; concurrent writers to one tuned/ keep the fastest whole record."""
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,3 +66,31 @@ def test_sigint_mid_search_leaves_a_study_that_resumes(tmp_path):
     subprocess.run(command, check=True, capture_output=True, timeout=300, env=os.environ)
     assert len(_counted(search.open_study(problem, storage))) == earlier + 1  # resumed, not restarted
     assert len(list((tmp_path / "tuned").glob("*.json"))) == 1
+
+
+def test_two_searches_at_once_share_the_study_and_keep_the_better_winner(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    command = [sys.executable, "-m", "autotune", "search", "--shape", "2,19,40,24", "--trials", "6",
+               "--storage", storage, "--tuned-dir", str(tmp_path / "tuned")]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-2000:]
+
+    study = search.open_study(KERNELS["forward"].problem(SHAPE), storage)
+    assert len(_counted(study)) >= 6 and not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    timed = [t for t in _counted(study) if "repeat_of" not in t.user_attrs]
+    assert len({tuple(sorted(t.params.items())) for t in timed}) == len(timed)  # no config timed twice
+
+    [entry] = store.entries(tmp_path / "tuned")
+    assert entry.status == "ok"
+    reported = [float(_row(stdout)[4]) for stdout, _ in outputs]  # each process's final GF/s
+    assert round(entry.record["gflops"], 1) == max(reported)
+    assert sorted(_row(stdout)[-1] for stdout, _ in outputs) in (["kept faster", "yes"], ["yes", "yes"])
+
+
+def _row(stdout):
+    """The forward row of the search's table, split into its columns (two or more spaces apart)."""
+    line = next(line for line in stdout.splitlines() if line.startswith("forward "))
+    return re.split(r"\s{2,}", line)

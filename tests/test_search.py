@@ -1,4 +1,4 @@
-"""A real search on a tiny shape: broken candidates fail their trials, the winner is stored,
+"""A real search on a tiny shape: broken, crashing and hanging candidates fail their trials, the winner is stored,
 the study resumes, and a fresh process loads the winner by import without compiling."""
 import json
 import os
@@ -15,6 +15,8 @@ SHAPE = Shape(B=2, T=19, C=40, OC=24)  # forward: M=38, N=24, K=40
 GOOD = space.Config(mr=4, nr=16, kc=64, row_tiles=2, col_panels=1, order="panels-outer", threads=1)
 WRONG = space.Config(mr=6, nr=16, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1)
 BROKEN = space.Config(mr=8, nr=16, kc=64, row_tiles=1, col_panels=2, order="panels-outer", threads=1)
+CRASHING = space.Config(mr=4, nr=32, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1)
+HANGING = space.Config(mr=6, nr=32, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1)
 
 
 def params(config):
@@ -23,7 +25,8 @@ def params(config):
 
 @pytest.fixture
 def sabotaged_render(monkeypatch):
-    """WRONG renders a kernel that subtracts; BROKEN renders source that does not compile."""
+    """WRONG renders a kernel that subtracts, BROKEN source that does not compile, CRASHING a
+    module that segfaults its process, HANGING one that never finishes loading."""
     real = render.render
 
     def render_with_faults(kernel, config):
@@ -32,6 +35,10 @@ def sabotaged_render(monkeypatch):
             return source.replace("+= a0 *", "-= a0 *")
         if config == BROKEN:
             return source.replace("def matmul_forward(", "def matmul_forward((")
+        if config == CRASHING:
+            return source + "\nimport ctypes\nctypes.string_at(0)  # reads address 0: SIGSEGV\n"
+        if config == HANGING:
+            return source + "\nimport time\ntime.sleep(3600)\n"
         return source
     monkeypatch.setattr(render, "render", render_with_faults)
 
@@ -40,22 +47,25 @@ def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabo
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     kernel = KERNELS["forward"]
     study = search.open_study(kernel.problem(SHAPE), storage)
-    for config in (WRONG, BROKEN, GOOD):
+    for config in (WRONG, BROKEN, CRASHING, HANGING, GOOD):
         study.enqueue_trial(params(config))
-    record = search.search(kernel, SHAPE, trials=3, storage=storage, directory=tmp_path / "tuned", progress=False)
+    record = search.search(kernel, SHAPE, trials=5, storage=storage, directory=tmp_path / "tuned", progress=False,
+                           time_limit_s=20)
 
     study = search.open_study(kernel.problem(SHAPE), storage)
     failures = [t.user_attrs["failure"] for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    assert any(f.startswith("CandidateFailed: wrong result: out[") for f in failures), failures
+    assert any(f.startswith("wrong result: out[") for f in failures), failures
     assert any("SyntaxError" in f for f in failures), failures
+    assert any("the evaluating process died (killed by SIGSEGV)" in f for f in failures), failures
+    assert any("killed: no result within the trial time limit (20 s)" in f for f in failures), failures
     assert record["config"] == params(GOOD) and record["stored"]
-    assert record["trials"]["failed"] == 2 and record["trials"]["complete"] == 1
+    assert record["trials"]["failed"] == 4 and record["trials"]["complete"] == 1
     assert record["baselines"]["numpy_gflops"] > 0 and record["baselines"]["naive_gflops"] > 0
 
-    search.search(kernel, SHAPE, trials=5, storage=storage, directory=tmp_path / "tuned", progress=False)
+    search.search(kernel, SHAPE, trials=7, storage=storage, directory=tmp_path / "tuned", progress=False)
     counted = [t for t in search.open_study(kernel.problem(SHAPE), storage).trials
                if t.state != optuna.trial.TrialState.PRUNED]
-    assert len(counted) == 5  # resumed: 3 earlier trials + 2 new ones
+    assert len(counted) == 7  # resumed: 5 earlier trials + 2 new ones
 
     [entry] = store.entries(tmp_path / "tuned")
     assert entry.status == "ok"
