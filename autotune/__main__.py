@@ -1,11 +1,11 @@
-"""Command line: python -m autotune search|show|bench|sweep. See README.md."""
+"""Command line: python -m autotune search|show|bench|sweep|pull|report. See README.md."""
 import argparse
 import os
 import signal
 import subprocess
 import sys
 
-from autotune import bench, ops, search, store, sweep
+from autotune import bench, ops, report, search, store, sweep
 
 DEFAULT_SHAPE = "64,1024,768,768"  # the seed article's headline shape: B, T, C, OC
 
@@ -53,11 +53,26 @@ def main(argv=None):
     article.add_argument("--plots", default="sweep", help="PNG prefix (needs the plot extra: matplotlib)")
     article.add_argument("--tuned-dir", default=None)
     article.add_argument("--keep-blas-env", action="store_true")
+    article.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                         help="first search every kernel of every shape of the grid, N trials each (default 0: "
+                              "time what tuned/ holds); workers sharing --storage split these searches")
+    article.add_argument("--storage", default=None, help="optuna storage URL for --tune-trials")
+
+    fetch = commands.add_parser("pull", help="store the winners of a shared storage's studies for this machine")
+    fetch.add_argument("--storage", required=True, help="optuna storage URL the workers used")
+    fetch.add_argument("--tuned-dir", default=None)
+
+    page = commands.add_parser("report", help="an HTML page of the winners, their searches and importances")
+    page.add_argument("--out", default="report", help="folder for index.html and its PNGs (default report/)")
+    page.add_argument("--storage", default=None, help=f"optuna storage URL (default {search.default_storage()})")
+    page.add_argument("--tuned-dir", default=None)
 
     args = parser.parse_args(argv)
     if getattr(args, "tuned_dir", None):  # the loader reads it from the environment, as user code does
         os.environ["AUTOTUNE_TUNED_DIR"] = str(store.tuned_dir(args.tuned_dir).resolve())
-    return {"search": run_search, "show": run_show, "bench": run_bench, "sweep": run_sweep}[args.command](args)
+    commands = {"search": run_search, "show": run_show, "bench": run_bench, "sweep": run_sweep, "pull": run_pull,
+                "report": run_report}
+    return commands[args.command](args)
 
 
 def run_search(args):
@@ -119,6 +134,16 @@ def run_sweep(args):
     if rerun is not None:
         return rerun
     shapes = sweep.grid(args.full)
+    if args.tune_trials:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
+        try:
+            sweep.tune(shapes, args.tune_trials, args.storage,
+                       progress=lambda name, shape: print(f"searching {name} for {shape}", file=sys.stderr))
+        except KeyboardInterrupt:
+            print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+            return 130
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     rows, plots = sweep.run(shapes, args.rounds, args.csv, args.plots,
                             progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
     print(f"{len(rows)} rows in {args.csv}; plots: {', '.join(plots) or 'none (pip install -e .[plot])'}")
@@ -141,6 +166,24 @@ def run_bench(args):
           f"Medians of {args.rounds} interleaved rounds. FMA peak measured now: {peak:.1f} GF/s. "
           f"BLAS: {blas['library']} {blas['version']}, kernel {blas['architecture']}, "
           f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or 'unset'}. Rows written to {args.csv}.")
+    return 0
+
+
+def run_pull(args):
+    records, skipped = search.pull(args.storage)
+    print_table(["kernel", "shape", "M x N x K", "best config", "GF/s", "x numpy", "trials ok/failed", "loader runs",
+                 "stored"],
+                [[r["kernel"], r["shape"], f"{r['M']}x{r['N']}x{r['K']}", r["config_label"], f"{r['gflops']:.1f}",
+                  f"{r['baselines']['numpy_ratio']:.2f}", f"{r['trials']['complete']}/{r['trials']['failed']}",
+                  r["use"], "yes" if r["stored"] else "kept faster"] for r in records])
+    print(f"\n{len(records)} studies pulled into {store.tuned_dir()}; {len(skipped)} skipped (another machine "
+          f"fingerprint, template version or search space, or no finished trial)")
+    return 0
+
+
+def run_report(args):
+    path = report.write(args.out, args.storage)
+    print(f"report written to {path}")
     return 0
 
 

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 import warnings
@@ -51,6 +52,8 @@ def open_storage(url=None):
     """optuna's RDB storage at `url` (SQLite by default, PostgreSQL for many workers), with
     heartbeats: a trial whose worker died is failed by the next worker, never left running."""
     url = url or default_storage()
+    if url.startswith("postgresql://"):  # the driver the postgres extra installs, whatever SQLAlchemy's default
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(STORAGE_ATTEMPTS):
         try:
@@ -181,6 +184,7 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
     problem = kernel.problem(shape)
     study = open_study(problem, storage, sampler)
     if not study.trials:
+        study.set_user_attr("shape", str(shape))
         warm_start(study, problem, store.tuned_dir(directory))
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
@@ -196,9 +200,38 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
         except KeyboardInterrupt:
             _fail_interrupted(study, earlier)
             raise
-    record, source = final_record(study, kernel, problem, shape)
+    record, source = final_record(study, kernel, problem, str(shape))
     record["stored"] = store.save(record, source, store.tuned_dir(directory))
     return record
+
+
+def pull(storage, directory=None):
+    """Store the winners of every study in `storage` made on this machine kind with the current
+    templates (after timing their finalists here, beside BLAS); returns (records, skipped names)."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    records, skipped = [], []
+    for name in sorted(optuna.get_all_study_names(open_storage(storage))):
+        problem = problem_of_study(name)
+        if problem is None or study_name(problem) != name:  # another machine, template or search space
+            skipped.append(name)
+            continue
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            skipped.append(name)
+            continue
+        kernel = ops.KERNELS[problem.kernel]
+        record, source = final_record(study, kernel, problem, study.user_attrs.get("shape", "?"))
+        record["stored"] = store.save(record, source, store.tuned_dir(directory))
+        records.append(record)
+    return records, skipped
+
+
+def problem_of_study(name):
+    """The Problem a study name (see study_name) is about, or None for a name not of that form."""
+    match = re.fullmatch(r"(\w+)-M(\d+)-N(\d+)-K(\d+)-\w+-\w+-\w+", name)
+    if match is None or match[1] not in ops.KERNELS:
+        return None
+    return ops.Problem(match[1], int(match[2]), int(match[3]), int(match[4]))
 
 
 def _fail_interrupted(study, earlier):

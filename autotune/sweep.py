@@ -5,7 +5,7 @@ log-log plots of time against tensor elements like the article's Fig. 1 and 2.
 import csv
 import itertools
 
-from autotune import bench
+from autotune import bench, ops, search
 
 # The article's ranges: B 4..128, T 64..2048, C = OC 48..1536. The default subset (27 shapes) takes
 # three values of each up to the headline shape, so it runs in minutes; --full takes every
@@ -20,6 +20,15 @@ CONTENDERS = ("naive", "tuned", "numpy")
 def grid(full=False):
     axes = FULL if full else SUBSET
     return [f"{B},{T},{C},{C}" for B, T, C in itertools.product(axes["B"], axes["T"], axes["C"])]
+
+
+def tune(shapes, trials, storage=None, progress=print):
+    """Search every kernel of every shape first. Workers running this with one shared storage join
+    the same studies, which stop at `trials` trials in all, so they split the work."""
+    for shape in shapes:
+        for name in ops.OPS["all"]:
+            progress(name, shape)
+            search.search(ops.KERNELS[name], ops.Shape.parse(shape), trials=trials, storage=storage)
 
 
 def run(shapes, rounds=3, csv_path="sweep.csv", plot_prefix="sweep", progress=print):

@@ -1,0 +1,190 @@
+"""How good is the search? Trials that TPE, random and warm-started TPE need to come within 5% and
+3% of the best config ever measured, for two forward shapes. Writes docs/search-quality.json (the
+measured table and every run's trajectory); docs/search-quality.md quotes it.
+
+    python docs/search_quality.py [--trials 40] [--seeds 3]
+
+Each config any run proposes is built, verified and timed once, in the search's own sandbox with
+the search's timing (median of >= 3 calls after a warm-up), and kept in a table; sampler runs that
+propose it again read the table. So many seeded runs cost one measurement per distinct config,
+and every run is judged against the same numbers. The five best configs of the table are timed
+again at the end, interleaved, so the reference is not one lucky sample.
+"""
+import argparse
+import itertools
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import optuna
+
+from autotune import build, measure, ops, render, sandbox, search, space
+
+SHAPES = {"headline": "64,1024,768,768", "gpt2-mlp-up": "4,1024,768,3072"}
+OUT = Path(__file__).with_name("search-quality.json")
+REPO_TUNED = Path(__file__).resolve().parent.parent / "tuned"
+
+
+class Table:
+    """Seconds per call of each config measured at one problem, measured on first request."""
+
+    def __init__(self, kernel, problem, saved):
+        self.kernel, self.problem, self.seconds = kernel, problem, dict(saved)
+        self.sandbox = sandbox.Sandbox(kernel, problem, search.TRIAL_TIME_LIMIT_S)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sandbox.close()
+
+    def __call__(self, config):
+        key = config.label()
+        if key not in self.seconds:
+            try:
+                result = self.sandbox.evaluate(render.render(self.kernel, config), config, cutoff_s=None)
+                self.seconds[key] = result["median_s"]
+            except sandbox.CandidateFailed as error:
+                print(f"  {key}: failed: {error}")
+                self.seconds[key] = None
+            save_progress()
+        return self.seconds[key]
+
+
+def run(table, sampler, seed, trials, seeds=()):
+    """The configs (labels) one search evaluates, in order (rejected configs not counted)."""
+    samplers = {"tpe": optuna.samplers.TPESampler(multivariate=True, seed=seed),
+                "random": optuna.samplers.RandomSampler(seed=seed)}
+    study = optuna.create_study(sampler=samplers[sampler], direction="minimize")
+    for config in seeds:
+        study.enqueue_trial(config.params())
+    labels = []
+
+    def objective(trial):
+        config = search.suggest(trial, table.problem)
+        seconds = table(config)
+        labels.append(config.label())
+        if seconds is None:
+            raise sandbox.CandidateFailed("failed")
+        return seconds
+
+    while len(labels) < trials:
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+    return labels
+
+
+def best_so_far(labels, table):
+    best, curve = float("inf"), []
+    for label in labels:
+        seconds = table.get(label)
+        best = min(best, seconds if seconds is not None else float("inf"))
+        curve.append(best)
+    return curve
+
+
+def warm_seeds(problem):
+    """What a search seeds a new study with: the two nearest tuned winners in the repo's tuned/
+    (the shape itself excluded), the analytical model's config and the loader's default."""
+    study = optuna.create_study()
+    search.warm_start(study, problem, REPO_TUNED)
+    return [space.Config.from_dict(t.system_attrs["fixed_params"]) for t in study.get_trials(deepcopy=False)]
+
+
+def retime_best(table, count=5, rounds=5):
+    """Time the `count` best configs again, interleaved; their table entries become those medians."""
+    best = sorted((s, k) for k, s in table.seconds.items() if s is not None)[:count]
+    configs = {key: LABELS[key] for _, key in best}
+    arrays = table.kernel.inputs(table.problem, seed=1)
+    fns = {key: getattr(build.build(render.render(table.kernel, c), render.COMPILE_FLAGS).module,
+                        table.kernel.entry) for key, c in configs.items()}
+    threads = {c.threads for c in configs.values()}
+    timings = {}
+    for n in threads:
+        with measure.thread_count(n):
+            timings.update(measure.compare({k: (lambda fn=fns[k]: table.kernel.call(fn, arrays))
+                                            for k, c in configs.items() if c.threads == n}, rounds=rounds))
+    for key, timing in timings.items():
+        table.seconds[key] = timing.median
+    return {key: timing.median for key, timing in timings.items()}
+
+
+LABELS = {}  # label -> Config, for every config of either shape's space
+STATE = {}
+
+
+def save_progress():
+    OUT.write_text(json.dumps(STATE, indent=1))
+
+
+def trials_to_within(curve, best, fraction):
+    return next((i + 1 for i, v in enumerate(curve) if v <= best * (1 + fraction)), None)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(logging.WARNING)
+    STATE.update(json.loads(OUT.read_text()) if OUT.exists() else {})
+    kernel = ops.KERNELS["forward"]
+    _remember_labels()
+    for name, shape_text in SHAPES.items():
+        shape = ops.Shape.parse(shape_text)
+        problem = kernel.problem(shape)
+        entry = STATE.setdefault(name, {"shape": shape_text, "table": {}, "runs": {}})
+        with Table(kernel, problem, entry["table"]) as table:
+            entry["table"] = table.seconds
+            seeds = warm_seeds(problem)
+            entry["warm_seeds"] = [c.label() for c in seeds]
+            for sampler, seeded in (("random", ()), ("tpe", ()), ("warm", seeds)):
+                for seed in range(args.seeds):
+                    key = f"{sampler}-{seed}"
+                    if key in entry["runs"] and len(entry["runs"][key]) >= args.trials:
+                        continue
+                    start = time.time()
+                    entry["runs"][key] = run(table, "random" if sampler == "random" else "tpe", seed, args.trials,
+                                             seeded)
+                    final = best_so_far(entry["runs"][key], table.seconds)[-1]
+                    print(f"{name} {key}: best {problem.flops / final / 1e9:.1f} GF/s, "
+                          f"{time.time() - start:.0f} s, {len(table.seconds)} configs measured", flush=True)
+                    save_progress()
+            entry["retimed"] = retime_best(table)
+        summarize(entry, problem)
+        save_progress()
+    print(json.dumps({n: STATE[n]["summary"] for n in SHAPES}, indent=1))
+
+
+def summarize(entry, problem):
+    best_key, best = min(((k, s) for k, s in entry["table"].items() if s is not None), key=lambda x: x[1])
+    runs = entry["runs"]
+
+    def curve(key):
+        return best_so_far(runs[key], entry["table"])
+
+    summary = {"best_config": best_key, "best_gflops": round(problem.flops / best / 1e9, 1),
+               "configs_measured": len(entry["table"])}
+    for sampler in ("random", "tpe", "warm"):
+        for fraction in (0.05, 0.03):
+            counts = [trials_to_within(curve(k), best, fraction) for k in runs if k.startswith(sampler + "-")]
+            summary[f"{sampler}_trials_to_{int(fraction * 100)}pct"] = counts
+        finals = [problem.flops / curve(k)[-1] / 1e9 for k in runs if k.startswith(sampler + "-")]
+        summary[f"{sampler}_final_gflops"] = [round(g, 1) for g in finals]
+        summary[f"{sampler}_final_gflops_median"] = round(statistics.median(finals), 1)
+    entry["summary"] = summary
+
+
+def _remember_labels():
+    """Labels back to configs, for every config in the space of either shape."""
+    kernel = ops.KERNELS["forward"]
+    for shape_text in SHAPES.values():
+        options = space.choices(kernel.problem(ops.Shape.parse(shape_text)))
+        for values in itertools.product(*options.values()):
+            config = space.Config.from_dict(dict(zip(options, values)))
+            LABELS[config.label()] = config
+
+
+if __name__ == "__main__":
+    main()
