@@ -8,6 +8,7 @@ import sys
 import time
 
 import optuna
+import pytest
 
 from autotune import search, store
 from autotune.ops import KERNELS, Shape
@@ -94,3 +95,16 @@ def _row(stdout):
     """The forward row of the search's table, split into its columns (two or more spaces apart)."""
     line = next(line for line in stdout.splitlines() if line.startswith("forward "))
     return re.split(r"\s{2,}", line)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test plays the dead worker with study.ask()
+def test_a_dead_workers_running_trial_is_failed_by_the_next_search(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "HEARTBEAT_S", 1)  # grace period 3 s instead of 60 s
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    study = search.open_study(KERNELS["forward"].problem(SHAPE), storage)
+    orphan = study.ask()  # a worker took this trial, then was killed: it never reports
+    study._storage.record_heartbeat(orphan._trial_id)
+    time.sleep(4)
+    search.search(KERNELS["forward"], SHAPE, trials=2, storage=storage, directory=tmp_path / "tuned", progress=False)
+    trial = search.open_study(KERNELS["forward"].problem(SHAPE), storage).trials[orphan.number]
+    assert trial.state == optuna.trial.TrialState.FAIL  # counted: the search ran one more trial
