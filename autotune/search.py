@@ -155,7 +155,9 @@ def _progress(bar, problem, counted):
         if trial.state in counted:
             bar.update(1)
             best = _best_value(study)
-            bar.set_postfix_str(f"best {problem.flops / best / 1e9:.1f} GF/s" if best < float("inf") else "")
+            failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+            bar.set_postfix_str((f"best {problem.flops / best / 1e9:.1f} GF/s, " if best < float("inf") else "")
+                                + f"{failed} failed")
     return update
 
 
@@ -180,7 +182,7 @@ def _same_params(trial):
 def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, directory=None,
            progress=True, time_limit_s=TRIAL_TIME_LIMIT_S):
     """Tune `kernel` for `shape` until its study holds `trials` trials; store and return the winner."""
-    optuna.logging.set_verbosity(logging.WARNING)
+    optuna.logging.set_verbosity(logging.ERROR)  # failed trials: reasons in the study and the final table
     problem = kernel.problem(shape)
     study = open_study(problem, storage, sampler)
     if not study.trials:

@@ -2,7 +2,8 @@
 3% of the best config ever measured, for two forward shapes. Writes docs/search-quality.json (the
 measured table and every run's trajectory); docs/search-quality.md quotes it.
 
-    python docs/search_quality.py [--trials 40] [--seeds 3]
+    python docs/search_quality.py [--trials 40] [--seeds 3]    # the table and the sampler runs
+    python docs/search_quality.py --real                       # a timed search as a new user runs it
 
 Each config any run proposes is built, verified and timed once, in the search's own sandbox with
 the search's timing (median of >= 3 calls after a warm-up), and kept in a table; sampler runs that
@@ -126,11 +127,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--real", action="store_true", help="only the timed search from an empty cache")
     args = parser.parse_args()
     optuna.logging.set_verbosity(logging.WARNING)
     STATE.update(json.loads(OUT.read_text()) if OUT.exists() else {})
     kernel = ops.KERNELS["forward"]
     _remember_labels()
+    if args.real:
+        return real_search()
     for name, shape_text in SHAPES.items():
         shape = ops.Shape.parse(shape_text)
         problem = kernel.problem(shape)
@@ -155,6 +159,76 @@ def main():
         summarize(entry, problem)
         save_progress()
     print(json.dumps({n: STATE[n]["summary"] for n in SHAPES}, indent=1))
+
+
+LOAD_IN_NEW_PROCESS = """
+import json, time
+start = time.perf_counter()
+import numpy as np, tuned
+from autotune import build, load
+from autotune.ops import Problem
+imported = time.perf_counter()
+B, T, C, OC = 64, 1024, 768, 768
+rng = np.random.default_rng(0)
+inp, weight = rng.standard_normal((B, T, C), dtype=np.float32), rng.standard_normal((OC, C), dtype=np.float32)
+out, bias = np.empty((B, T, OC), np.float32), np.zeros(OC, np.float32)
+before = time.perf_counter()
+tuned.matmul_forward(out, inp, weight, bias)
+first = time.perf_counter()
+tuned.matmul_forward(out, inp, weight, bias)
+second = time.perf_counter()
+entry = load.winners().by_problem[Problem("forward", B * T, OC, C)]
+built = build.build(entry.source, entry.record["compile_flags"])
+print(json.dumps({"import_s": imported - start, "first_call_s": first - before, "second_call_s": second - first,
+                  "compiled": built.compiled, "use": entry.record["use"]}))
+"""
+
+
+def real_search(limit_s=150):
+    """The headline forward searched as a new user would (empty build cache, new study, the repo's
+    tuned/ minus the headline's own records), stopped after `limit_s` seconds; its winner timed
+    against the table's best, interleaved; then the winner loaded in a fresh process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    work = Path(tempfile.mkdtemp(prefix="quality-"))
+    shutil.copytree(REPO_TUNED, work / "tuned")
+    for path in (work / "tuned").glob("forward-65536x768x768-*"):
+        path.unlink()
+    env = {**os.environ, "AUTOTUNE_CACHE_DIR": str(work / "cache"), "AUTOTUNE_TUNED_DIR": str(work / "tuned")}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "autotune", "search", "--trials", "200", "--timeout", str(limit_s)],
+                   env=env, check=True)
+    wall = time.perf_counter() - start
+    [record_path] = (work / "tuned").glob("forward-65536x768x768-*.json")
+    record = json.loads(record_path.read_text())
+    found = space.Config.from_dict(record["config"])
+    entry = STATE["headline"]
+    best_label = min(((k, v) for k, v in entry["table"].items() if v is not None), key=lambda x: x[1])[0]
+    best = LABELS[best_label]
+    kernel = ops.KERNELS["forward"]
+    problem = kernel.problem(ops.Shape.parse(SHAPES["headline"]))
+    arrays = kernel.inputs(problem, seed=1)
+    fns = {c: getattr(build.build(render.render(kernel, c), render.COMPILE_FLAGS).module, kernel.entry)
+           for c in {found, best}}
+    timings = {}
+    for threads in {c.threads for c in fns}:  # interleaved where the thread counts allow
+        with measure.thread_count(threads):
+            timings.update(measure.compare({c.label(): (lambda fn=fn: kernel.call(fn, arrays))
+                                            for c, fn in fns.items() if c.threads == threads}, rounds=7))
+    loaded = subprocess.run([sys.executable, "-c", LOAD_IN_NEW_PROCESS], env=env, check=True, capture_output=True,
+                            text=True)
+    STATE["real_search"] = {
+        "wall_s": round(wall, 1), "limit_s": limit_s, "trials": record["trials"], "found": found.label(),
+        "found_gflops": round(problem.flops / timings[found.label()].median / 1e9, 1),
+        "reference": best.label(), "reference_gflops": round(problem.flops / timings[best.label()].median / 1e9, 1),
+        "found_vs_reference": round(timings[best.label()].median / timings[found.label()].median, 3),
+        "load": json.loads(loaded.stdout.strip().splitlines()[-1]),
+    }
+    save_progress()
+    print(json.dumps(STATE["real_search"], indent=1))
 
 
 def summarize(entry, problem):
