@@ -2,6 +2,7 @@
 
 The pipeline, one module per stage: ops (the kernels, references, baselines) -> space (Config,
 choices, validity) -> render (Jinja templates in templates/) -> build (numba, content-addressed)
--> verify (float64 reference) -> measure (timing, BLAS) -> search (optuna) -> store (tuned/)
--> load (`import tuned`). bench and sweep time the result against numpy and the naive loop.
+-> verify (float64 reference) -> measure (timing, BLAS) -> search (optuna; sandbox runs build,
+verify and measure of each candidate in a child process) -> store (tuned/) -> load (`import tuned`).
+bench and sweep time the result against numpy and the naive loop; report draws it.
 """

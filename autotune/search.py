@@ -1,8 +1,11 @@
-"""Search one problem with optuna: each trial renders, builds, verifies, then times a candidate.
+"""Search one problem with optuna: each trial renders a candidate, which a sandbox process builds,
+verifies and times.
 
-One study per (kernel, M, N, K, machine fingerprint, template hash), in an RDB storage (SQLite by default),
-so rerunning a search resumes it. A candidate that fails to build, raises or is wrong fails its
-own trial with the reason in the trial's user attributes; the study goes on.
+One study per (kernel, M, N, K, machine fingerprint, template hash, search space), in an RDB
+storage (SQLite by default, PostgreSQL for many workers), so rerunning a search resumes it and
+workers sharing a storage share its studies. A candidate that fails to build, raises, is wrong,
+crashes its process or runs past the time limit fails its own trial with the reason in the
+trial's user attributes; the study goes on.
 """
 import collections
 import datetime
@@ -113,8 +116,8 @@ def suggest(trial, problem):
 class Objective:
     """Seconds per call of the candidate a trial proposes (the study minimizes it)."""
 
-    def __init__(self, kernel, problem, sandbox):
-        self.kernel, self.problem, self.sandbox = kernel, problem, sandbox
+    def __init__(self, kernel, problem, evaluator):
+        self.kernel, self.problem, self.evaluator = kernel, problem, evaluator  # a sandbox.Sandbox
 
     def __call__(self, trial):
         trial.set_user_attr("pid", os.getpid())  # whose trial it is, if an interrupt strands it
@@ -140,7 +143,7 @@ class Objective:
 
     def _evaluate(self, trial, config):
         cutoff = GIVE_UP_FACTOR * _best_value(trial.study)
-        result = self.sandbox.evaluate(render.render(self.kernel, config), config, cutoff)
+        result = self.evaluator.evaluate(render.render(self.kernel, config), config, cutoff)
         trial.set_user_attr("compile_s", result["compile_s"])
         trial.set_user_attr("compiled", result["compiled"])
         if result["repeats"] == 1:

@@ -134,7 +134,11 @@ def main():
     kernel = ops.KERNELS["forward"]
     _remember_labels()
     if args.real:
-        return real_search()
+        real_search()
+        for name, shape_text in SHAPES.items():
+            summarize(STATE[name], kernel.problem(ops.Shape.parse(shape_text)))
+        save_progress()
+        return write_markdown()
     for name, shape_text in SHAPES.items():
         shape = ops.Shape.parse(shape_text)
         problem = kernel.problem(shape)
@@ -158,6 +162,7 @@ def main():
             entry["retimed"] = retime_best(table)
         summarize(entry, problem)
         save_progress()
+    write_markdown()
     print(json.dumps({n: STATE[n]["summary"] for n in SHAPES}, indent=1))
 
 
@@ -239,7 +244,9 @@ def summarize(entry, problem):
         return best_so_far(runs[key], entry["table"])
 
     summary = {"best_config": best_key, "best_gflops": round(problem.flops / best / 1e9, 1),
-               "configs_measured": len(entry["table"])}
+               "configs_measured": len(entry["table"]),
+               "space_size": sum(1 for c in LABELS.values() if space.in_choices(c, problem)
+                                 and space.invalid_reason(c, problem) is None)}
     for sampler in ("random", "tpe", "warm"):
         for fraction in (0.05, 0.03):
             counts = [trials_to_within(curve(k), best, fraction) for k in runs if k.startswith(sampler + "-")]
@@ -248,6 +255,49 @@ def summarize(entry, problem):
         summary[f"{sampler}_final_gflops"] = [round(g, 1) for g in finals]
         summary[f"{sampler}_final_gflops_median"] = round(statistics.median(finals), 1)
     entry["summary"] = summary
+
+
+def write_markdown():
+    """docs/search-quality.md from the measurements in STATE."""
+    lines = ["# Search quality, measured", "",
+             "Written by `python docs/search_quality.py` (then `--real`) from the measurements in",
+             "`docs/search-quality.json`; see the script's docstring for the method. Forward kernel, 2 cores,",
+             "this project's machine kind. A trial is one evaluated config (rejected configs are not counted,",
+             "as in `search`). *Best* is the fastest config of every config any run measured, its time",
+             "taken again with the four next best, interleaved.", ""]
+    for name in SHAPES:
+        entry = STATE.get(name)
+        if not entry or "summary" not in entry:
+            continue
+        s = entry["summary"]
+        lines += [f"## {name}: B,T,C,OC = {entry['shape']}", "",
+                  f"Best config: `{s['best_config']}`, {s['best_gflops']} GF/s, out of {s['configs_measured']} "
+                  f"distinct configs measured (of {s['space_size']} valid ones in the space).", "",
+                  f"Warm start seeds (what `search` enqueues): {', '.join(f'`{x}`' for x in entry['warm_seeds'])}.",
+                  "", "| search | runs | trials to within 5% (each run) | trials to within 3% | "
+                  "median trials to 5% | best GF/s after all trials (each run) |", "|---|---|---|---|---|---|"]
+        for sampler, title in (("random", "random"), ("tpe", "TPE (multivariate)"), ("warm", "warm-started TPE")):
+            to5, to3 = s[f"{sampler}_trials_to_5pct"], s[f"{sampler}_trials_to_3pct"]
+            show = lambda xs: ", ".join("never" if x is None else str(x) for x in xs)
+            median = statistics.median([x if x is not None else float("inf") for x in to5])
+            lines.append(f"| {title} | {len(to5)} | {show(to5)} | {show(to3)} | {median} | "
+                         f"{', '.join(str(g) for g in s[f'{sampler}_final_gflops'])} |")
+        lines.append("")
+    real = STATE.get("real_search")
+    if real:
+        load = real["load"]
+        lines += ["## A timed search from an empty build cache", "",
+                  f"`python -m autotune search` on the headline shape with `--timeout {real['limit_s']}` (new study, "
+                  "empty build cache, the repository's `tuned/` without the headline's own records for the warm "
+                  f"start): {real['wall_s']} s wall, {real['trials']['complete']} trials timed, "
+                  f"{real['trials']['failed']} failed, {real['trials']['rejected']} rejected before compiling.", "",
+                  f"Its winner `{real['found']}` against the best config above, interleaved (7 rounds): "
+                  f"{real['found_gflops']} against {real['reference_gflops']} GF/s, "
+                  f"ratio {real['found_vs_reference']} (1.0 = as fast as the best).", "",
+                  f"Loading it in a fresh process: `import tuned` {load['import_s']:.2f} s; the first call "
+                  f"{load['first_call_s']:.2f} s (loading the kernel from numba's cache plus one run); a second call "
+                  f"{load['second_call_s']:.2f} s; recompiled: {load['compiled']}.", ""]
+    OUT.with_suffix(".md").write_text("\n".join(lines))
 
 
 def _remember_labels():
