@@ -2,7 +2,9 @@
 import csv
 import math
 
-from autotune import sweep
+import optuna
+
+from autotune import search, store, sweep
 
 
 def test_sweep_on_a_tiny_grid_writes_rows_and_plots(tmp_path):
@@ -24,3 +26,14 @@ def test_sweep_on_a_tiny_grid_writes_rows_and_plots(tmp_path):
 def test_the_default_grid_is_the_documented_subset():
     assert len(sweep.grid()) == 27 and "64,1024,768,768" in sweep.grid()
     assert len(sweep.grid(full=True)) == 216 and "128,2048,1536,1536" in sweep.grid(full=True)
+
+
+def test_sweep_tunes_every_kernel_of_its_shapes_in_the_given_storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path / "tuned"))
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    searched = []
+    sweep.tune(["2,3,5,5"], trials=1, storage=storage, progress=lambda name, shape: searched.append(name))
+    assert searched == ["forward", "backward_input", "backward_weight"]
+    studies = optuna.get_all_study_names(search.open_storage(storage))
+    assert sorted(search.problem_of_study(n).kernel for n in studies) == sorted(searched)
+    assert len(store.entries(tmp_path / "tuned")) == 3
