@@ -77,8 +77,7 @@ def main(argv=None):
 
 def run_search(args):
     directory = store.tuned_dir()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # a kill ends like Ctrl-C: the running trial is marked failed
-        signal.signal(signum, _interrupt)
+    _stop_searches_on_signals()
     shapes = ops.model_shapes(args.model, args.batch, args.seq) if args.model else [args.shape]
     kernels = ops.OPS[args.op or ("all" if args.model else "forward")]
     rows = []
@@ -114,6 +113,12 @@ def run_search(args):
     return 0
 
 
+def _stop_searches_on_signals():
+    """A kill ends a search like Ctrl-C: the running trial is marked failed, the study stays consistent."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+
+
 def _interrupt(signum, frame):
     search.INTERRUPTED.set()
     raise KeyboardInterrupt
@@ -135,15 +140,13 @@ def run_sweep(args):
         return rerun
     shapes = sweep.grid(args.full)
     if args.tune_trials:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _interrupt)
+        _stop_searches_on_signals()
         try:
             sweep.tune(shapes, args.tune_trials, args.storage,
                        progress=lambda name, shape: print(f"searching {name} for {shape}", file=sys.stderr))
         except KeyboardInterrupt:
             print("\ninterrupted: run the same command again to resume", file=sys.stderr)
             return 130
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     rows, plots = sweep.run(shapes, args.rounds, args.csv, args.plots,
                             progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
     print(f"{len(rows)} rows in {args.csv}; plots: {', '.join(plots) or 'none (pip install -e .[plot])'}")

@@ -42,7 +42,8 @@ def _row(r, peak):
     base = r["baselines"]
     return {
         "key": f"{r['kernel']}-{r['M']}x{r['N']}x{r['K']}", "kernel": r["kernel"], "shape": r["shape"],
-        "size": f"{r['M']} x {r['N']} x {r['K']}", "config": r["config_label"], "use": r.get("use", "kernel"),
+        "size": f"{r['M']} x {r['N']} x {r['K']}", "flops": 2 * r["M"] * r["N"] * r["K"],
+        "config": r["config_label"], "use": r.get("use", "kernel"),
         "gflops": r["gflops"], "numpy_gflops": base["numpy_gflops"], "sgemm_gflops": base["sgemm_gflops"],
         "naive_gflops": base["naive_gflops"], "x_numpy": base["numpy_ratio"], "x_sgemm": base["sgemm_ratio"],
         "x_naive": r["gflops"] / base["naive_gflops"], "pct_peak": 100 * r["gflops"] / peak,
@@ -53,8 +54,9 @@ def _row(r, peak):
 
 def _studies(winners, storage):
     """The winners' studies that the storage holds, by name."""
-    known = set(optuna.get_all_study_names(search.open_storage(storage)))
-    return {name: optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    shared = search.open_storage(storage)
+    known = set(optuna.get_all_study_names(shared))
+    return {name: optuna.load_study(study_name=name, storage=shared)
             for name in {r["trials"].get("study") for r in winners} & known}
 
 
@@ -73,7 +75,7 @@ def _speed_figure(plt, rows, path):
 
 def _history_figure(plt, study, row, path):
     """GF/s of each evaluated trial and the best so far, against trial number."""
-    flops = 2 * _size(row)
+    flops = row["flops"]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     best, curve = 0.0, []
@@ -97,11 +99,6 @@ def _importances(study):
     if len(complete) < 4 or len({tuple(sorted(t.params.items())) for t in complete}) < 4:
         return {}
     return {name: round(value, 3) for name, value in optuna.importance.get_param_importances(study).items()}
-
-
-def _size(row):
-    M, N, K = (int(x) for x in row["size"].split(" x "))
-    return M * N * K
 
 
 def _save(plt, fig, path):

@@ -215,12 +215,13 @@ def pull(storage, directory=None):
     templates (after timing their finalists here, beside BLAS); returns (records, skipped names)."""
     optuna.logging.set_verbosity(logging.WARNING)
     records, skipped = [], []
-    for name in sorted(optuna.get_all_study_names(open_storage(storage))):
+    shared = open_storage(storage)
+    for name in sorted(optuna.get_all_study_names(shared)):
         problem = problem_of_study(name)
         if problem is None or study_name(problem) != name:  # another machine, template or search space
             skipped.append(name)
             continue
-        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        study = optuna.load_study(study_name=name, storage=shared)
         if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
             skipped.append(name)
             continue

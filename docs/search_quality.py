@@ -9,13 +9,18 @@ Each config any run proposes is built, verified and timed once, in the search's 
 the search's timing (median of >= 3 calls after a warm-up), and kept in a table; sampler runs that
 propose it again read the table. So many seeded runs cost one measurement per distinct config,
 and every run is judged against the same numbers. The five best configs of the table are timed
-again at the end, interleaved, so the reference is not one lucky sample.
+again at the end, interleaved, and reported beside it: how far a single measurement can be off.
 """
 import argparse
 import itertools
 import json
 import logging
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,23 +103,20 @@ def retime_best(table, count=5, rounds=5):
     process: how far apart the top configs really are (the table itself is left as measured, so
     every run is judged by numbers measured the same way)."""
     best = sorted((s, k) for k, s in table.seconds.items() if s is not None)[:count]
-    configs = {key: LABELS[key] for _, key in best}
-    arrays = table.kernel.inputs(table.problem, seed=1)
-    fns = {key: getattr(build.build(render.render(table.kernel, c), render.COMPILE_FLAGS).module,
-                        table.kernel.entry) for key, c in configs.items()}
+    return side_by_side(table.kernel, table.problem, [LABELS[key] for _, key in best], rounds)
+
+
+def side_by_side(kernel, problem, configs, rounds):
+    """{label: median seconds} of `configs`, interleaved (configs of one thread count at a time)."""
+    arrays = kernel.inputs(problem, seed=1)
+    fns = {c: getattr(build.build(render.render(kernel, c), render.COMPILE_FLAGS).module, kernel.entry)
+           for c in configs}
     timings = {}
-    for n in {c.threads for c in configs.values()}:
-        with measure.thread_count(n):
-            timings.update(measure.compare({k: (lambda fn=fns[k]: table.kernel.call(fn, arrays))
-                                            for k, c in configs.items() if c.threads == n}, rounds=rounds))
-    return {key: timing.median for key, timing in timings.items()}
-
-
-def remeasure(table, keys):
-    """Measure `keys` again the table's way (an older version of this script overwrote them)."""
-    for key in keys:
-        table.seconds.pop(key, None)
-        table(LABELS[key])
+    for threads in {c.threads for c in fns}:
+        with measure.thread_count(threads):
+            timings.update(measure.compare({c.label(): (lambda fn=fn: kernel.call(fn, arrays))
+                                            for c, fn in fns.items() if c.threads == threads}, rounds=rounds))
+    return {label: timing.median for label, timing in timings.items()}
 
 
 LABELS = {}  # label -> Config, for every config of either shape's space
@@ -165,8 +167,6 @@ def main():
                     print(f"{name} {key}: best {problem.flops / final / 1e9:.1f} GF/s, "
                           f"{time.time() - start:.0f} s, {len(table.seconds)} configs measured", flush=True)
                     save_progress()
-            if entry.get("retimed_into_table"):
-                remeasure(table, entry.pop("retimed_into_table"))
             entry["retimed"] = retime_best(table)
         summarize(entry, problem)
         save_progress()
@@ -201,11 +201,6 @@ def real_search(limit_s=150):
     """The headline forward searched as a new user would (empty build cache, new study, the repo's
     tuned/ minus the headline's own records), stopped after `limit_s` seconds; its winner timed
     against the table's best, interleaved; then the winner loaded in a fresh process."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
     work = Path(tempfile.mkdtemp(prefix="quality-"))
     shutil.copytree(REPO_TUNED, work / "tuned")
     for path in (work / "tuned").glob("forward-65536x768x768-*"):
@@ -223,21 +218,14 @@ def real_search(limit_s=150):
     best = LABELS[best_label]
     kernel = ops.KERNELS["forward"]
     problem = kernel.problem(ops.Shape.parse(SHAPES["headline"]))
-    arrays = kernel.inputs(problem, seed=1)
-    fns = {c: getattr(build.build(render.render(kernel, c), render.COMPILE_FLAGS).module, kernel.entry)
-           for c in {found, best}}
-    timings = {}
-    for threads in {c.threads for c in fns}:  # interleaved where the thread counts allow
-        with measure.thread_count(threads):
-            timings.update(measure.compare({c.label(): (lambda fn=fn: kernel.call(fn, arrays))
-                                            for c, fn in fns.items() if c.threads == threads}, rounds=7))
+    seconds = side_by_side(kernel, problem, list({found, best}), rounds=7)
     loaded = subprocess.run([sys.executable, "-c", LOAD_IN_NEW_PROCESS], env=env, check=True, capture_output=True,
                             text=True)
     STATE["real_search"] = {
         "wall_s": round(wall, 1), "limit_s": limit_s, "trials": record["trials"], "found": found.label(),
-        "found_gflops": round(problem.flops / timings[found.label()].median / 1e9, 1),
-        "reference": best.label(), "reference_gflops": round(problem.flops / timings[best.label()].median / 1e9, 1),
-        "found_vs_reference": round(timings[best.label()].median / timings[found.label()].median, 3),
+        "found_gflops": round(problem.flops / seconds[found.label()] / 1e9, 1),
+        "reference": best.label(), "reference_gflops": round(problem.flops / seconds[best.label()] / 1e9, 1),
+        "found_vs_reference": round(seconds[best.label()] / seconds[found.label()], 3),
         "load": json.loads(loaded.stdout.strip().splitlines()[-1]),
     }
     save_progress()
