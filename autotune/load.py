@@ -35,7 +35,8 @@ class Winners:
         self.functions = {}
 
     def function(self, problem):
-        """(compiled kernel, thread count) for `problem`."""
+        """(callable, numba thread count) for `problem`; the count is None where it does not matter
+        (a serial kernel or BLAS), so the call path skips setting it."""
         if problem not in self.functions:
             entry = self.by_problem.get(problem)
             kernel = KERNELS[problem.kernel]
@@ -47,10 +48,10 @@ class Winners:
                 source, flags = render.render(kernel, config), render.COMPILE_FLAGS
             threads = min(config.threads, machine.max_threads())
             if entry and entry.record.get("use") == "blas":  # numpy/BLAS won the final comparison
-                self.functions[problem] = (kernel.blas, threads)
+                self.functions[problem] = (kernel.blas, None)
             else:
                 module = build.build(source, flags).module
-                self.functions[problem] = (getattr(module, kernel.entry), threads)
+                self.functions[problem] = (getattr(module, kernel.entry), threads if threads > 1 else None)
         return self.functions[problem]
 
 
@@ -65,9 +66,18 @@ def winners():
     return _winners[key]
 
 
+# (AUTOTUNE_TUNED_DIR, kernel, M, N, K) -> Winners.function(...): the per-call path is one dict
+# lookup, since at small sizes Python overhead is as large as the kernel.
+_dispatch = {}
+
+
 def _run(kernel, dims, *arrays):
-    fn, threads = winners().function(Problem(kernel, *dims))
-    if numba.get_num_threads() != threads:
+    key = (os.environ.get("AUTOTUNE_TUNED_DIR"), kernel, *dims)
+    target = _dispatch.get(key)
+    if target is None:
+        target = _dispatch[key] = winners().function(Problem(kernel, *dims))
+    fn, threads = target
+    if threads is not None and numba.get_num_threads() != threads:
         numba.set_num_threads(threads)
     fn(*arrays)
 

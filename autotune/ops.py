@@ -60,6 +60,9 @@ class Kernel:
     template: str  # file in templates/
     entry: str  # function the template defines
     outputs: tuple  # arrays the kernel writes, in call order
+    # Whether the template may read its operands in place (pack=False) instead of copying them
+    # into panels first: only where the rows it reads already hold NR contiguous floats per step.
+    pack_options = (True, False)
 
     def problem(self, shape):
         return Problem(self.name, *self.dims(shape))
@@ -80,6 +83,7 @@ class Kernel:
 
 class Forward(Kernel):
     name, template, entry, outputs = "forward", "forward.py.jinja", "matmul_forward", ("out",)
+    pack_options = (True,)  # weight[N, K] unpacked gives NR floats K apart per step: a gather, not a load
 
     def dims(self, s):
         return s.B * s.T, s.OC, s.C

@@ -23,6 +23,8 @@ def _environment():
 def render(kernel, config):
     """Numba source for `kernel` (an ops.Kernel) with `config`'s parameters as literals."""
     params = config.template_params()
+    if len(kernel.pack_options) == 1:  # a template with one way to read its operands has no such parameter
+        del params["pack"]
     label = " ".join(f"{k}={v}" for k, v in params.items())
     flags = " ".join(f"{k}={v}" for k, v in COMPILE_FLAGS.items())
     return render_file(kernel.template, params=label, compile_flags=flags, **params)

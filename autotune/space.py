@@ -6,6 +6,7 @@ build cache key. Tile sizes are categorical: the space has cliffs, so neighbours
 from dataclasses import asdict, dataclass, fields, replace
 
 from autotune import machine
+from autotune.ops import KERNELS
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class Config:
     col_panels: int  # register blocks across one parallel task: NC = nr * col_panels
     order: str  # "rows-outer" or "panels-outer": which tile loop is outside within a task
     threads: int  # numba threads at run time; 1 renders a kernel without a parallel region
+    pack: bool = True  # copy operands into panels first, or read them in place (ops.Kernel.pack_options)
 
     def params(self):
         """The optuna parameters (every field)."""
@@ -30,11 +32,12 @@ class Config:
 
     def label(self):
         return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
-                f"{self.order} threads={self.threads}")
+                f"{self.order} threads={self.threads}" + ("" if self.pack else " unpacked"))
 
     @classmethod
     def from_dict(cls, values):
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        """From params() or a stored record; records made before `pack` existed packed."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 def choices(problem=None):
@@ -48,8 +51,10 @@ def choices(problem=None):
         "col_panels": (1, 2, 4, 8, 16),
         "order": ("rows-outer", "panels-outer"),
         "threads": tuple(range(1, machine.max_threads() + 1)),
+        "pack": (True, False),
     }
     if problem is not None:
+        options["pack"] = KERNELS[problem.kernel].pack_options
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
             options[name] = tuple(v for v in options[name] if not _past_dimension(v, dim, options[name]))
         for name, tile, dim in (("row_tiles", "mr", problem.M), ("col_panels", "nr", problem.N)):
@@ -117,6 +122,8 @@ def invalid_reason(config, problem):
     needed = registers_needed(config.mr, config.nr, lanes)
     if needed > registers:
         return f"register block {config.mr}x{config.nr} needs {needed} vector registers, the CPU has {registers}"
+    if config.pack not in KERNELS[problem.kernel].pack_options:
+        return f"pack={config.pack} is not an option of the {problem.kernel} template"
     if config.threads > machine.max_threads():
         return f"threads={config.threads} exceeds numba's {machine.max_threads()}"
     all_choices = choices()

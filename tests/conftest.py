@@ -13,23 +13,23 @@ from autotune import build, machine, render, space, store  # noqa: E402
 from autotune.ops import KERNELS  # noqa: E402
 
 # A sample of the space: each register block size, both loop orders, K blocks small enough to
-# split every test size, tasks of one tile and of many.
+# split every test size, tasks of one tile and of many, operands packed and read in place.
 SAMPLE_CONFIGS = [
     space.Config(mr=4, nr=16, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1),
     space.Config(mr=8, nr=32, kc=256, row_tiles=4, col_panels=8, order="panels-outer", threads=2),
     space.Config(mr=12, nr=32, kc=128, row_tiles=2, col_panels=2, order="rows-outer", threads=2),
     space.Config(mr=6, nr=16, kc=64, row_tiles=1, col_panels=4, order="panels-outer", threads=2),
     space.Config(mr=16, nr=16, kc=512, row_tiles=32, col_panels=16, order="rows-outer", threads=1),
+    space.Config(mr=4, nr=16, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1, pack=False),
+    space.Config(mr=12, nr=32, kc=128, row_tiles=2, col_panels=2, order="panels-outer", threads=2, pack=False),
 ]
+# Every (kernel, config) of the sample that the kernel's template offers (the forward always packs).
+SAMPLE_CASES = [(name, config) for name in sorted(KERNELS) for config in SAMPLE_CONFIGS
+                if config.pack in KERNELS[name].pack_options]
 
 
 def kernel_function(kernel, config):
     return getattr(build.build(render.render(kernel, config), render.COMPILE_FLAGS).module, kernel.entry)
-
-
-@pytest.fixture(params=sorted(KERNELS))
-def kernel(request):
-    return KERNELS[request.param]
 
 
 @pytest.fixture

@@ -4,14 +4,16 @@ import pytest
 
 from autotune import verify
 from autotune.ops import KERNELS, Problem
-from conftest import SAMPLE_CONFIGS, kernel_function
+from conftest import SAMPLE_CASES, SAMPLE_CONFIGS, kernel_function
 
 # (M, N, K) in each kernel's own terms: ones, primes, odd sizes, K across several blocks.
 SIZES = [(1, 1, 1), (1, 17, 3), (13, 1, 130), (37, 83, 300), (97, 61, 257), (64, 96, 64)]
 
 
-@pytest.mark.parametrize("config", SAMPLE_CONFIGS, ids=lambda c: c.label().replace(" ", "_"))
-def test_kernel_matches_float64_reference(kernel, config):
+@pytest.mark.parametrize("name, config", SAMPLE_CASES,
+                         ids=[f"{name}-{config.label().replace(' ', '_')}" for name, config in SAMPLE_CASES])
+def test_kernel_matches_float64_reference(name, config):
+    kernel = KERNELS[name]
     fn = kernel_function(kernel, config)
     numba.set_num_threads(config.threads)
     for M, N, K in SIZES:
@@ -20,11 +22,13 @@ def test_kernel_matches_float64_reference(kernel, config):
     assert verify.check(kernel, fn, config, verify.Reference(kernel, Problem(kernel.name, 5, 7, 3))) is None
 
 
+@pytest.mark.parametrize("config", [SAMPLE_CONFIGS[1], SAMPLE_CONFIGS[-1]], ids=["packed", "unpacked"])
 @pytest.mark.parametrize("name", ["backward_input", "backward_weight"])
-def test_backward_accumulates_instead_of_overwriting(name):
+def test_backward_accumulates_instead_of_overwriting(name, config):
     """Run twice from known contents: the second call must add the same update again."""
     kernel = KERNELS[name]
-    fn = kernel_function(kernel, SAMPLE_CONFIGS[1])
+    fn = kernel_function(kernel, config)
+    numba.set_num_threads(config.threads)
     problem = Problem(kernel.name, 29, 45, 33)
     arrays = kernel.inputs(problem)
     start = {name: arrays[name].astype("float64") for name in kernel.outputs}
