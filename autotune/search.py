@@ -87,19 +87,30 @@ def open_study(problem, storage=None, sampler="tpe"):
 
 
 def warm_start(study, problem, directory, nearest=2):
-    """Seed a new study with the winners of the `nearest` tuned sizes of the same kernel (by
-    log-distance of M, N, K), the analytical model's config and the loader's default."""
+    """Seed a new study with what won before on this machine: the finalists of this size's own
+    record if the templates changed since (stale), then those of the `nearest` other tuned sizes
+    of the same kernel (by log-distance of M, N, K), the analytical model's config and the
+    loader's default. Records from other machines say nothing about this one."""
     def distance(entry):
         p = entry.problem
         return sum(abs(math.log(a / b)) for a, b in ((p.M, problem.M), (p.N, problem.N), (p.K, problem.K)))
 
-    tuned = sorted((e for e in store.entries(directory) if e.status == "ok" and e.problem.kernel == problem.kernel
-                    and e.problem != problem), key=distance)
-    seeds = [*(space.Config.from_dict(e.record["config"]) for e in tuned[:nearest]),
+    earlier = sorted((e for e in store.entries(directory) if e.status in ("ok", "stale")
+                      and e.problem.kernel == problem.kernel), key=distance)
+    same = [e for e in earlier if e.problem == problem]
+    others = [e for e in earlier if e.problem != problem][:nearest]
+    seeds = [*(config for e in same + others for config in _seed_configs(e.record)),
              space.analytical_config(problem), space.default_config()]
     for config in dict.fromkeys(seeds):
         if space.in_choices(config, problem) and space.invalid_reason(config, problem) is None:
             study.enqueue_trial(config.params(), user_attrs={"seeded": True})
+
+
+def _seed_configs(record):
+    """A record's winner, then its other finalists (records before finalists were stored: the winner)."""
+    finalists = record.get("finalists")
+    configs = [f["config"] for f in finalists] if isinstance(finalists, list) else []
+    return [space.Config.from_dict(params) for params in [record["config"], *configs]]
 
 
 def suggest(trial, problem):
@@ -285,7 +296,8 @@ def final_record(study, kernel, problem, shape):
     record = {
         "kernel": kernel.name, "M": problem.M, "N": problem.N, "K": problem.K, "shape": str(shape),
         "config": config.params(), "config_label": config.label(),
-        "finalists": {c.label(): timings[c.label()].median for c in configs},
+        "finalists": [{"config": c.params(), "label": c.label(), "median_s": timings[c.label()].median}
+                      for c in configs],
         "use": use, "median_s": tuned.median, "spread_s": [tuned.low, tuned.high], "repeats": tuned.repeats,
         "gflops": tuned.gflops(flops),
         "baselines": {

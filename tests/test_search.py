@@ -9,7 +9,8 @@ import optuna
 import pytest
 
 from autotune import render, search, space, store
-from autotune.ops import KERNELS, Shape
+from autotune.ops import KERNELS, Problem, Shape
+from conftest import make_record
 
 SHAPE = Shape(B=2, T=19, C=40, OC=24)  # forward: M=38, N=24, K=40
 GOOD = space.Config(mr=4, nr=16, kc=64, row_tiles=2, col_panels=1, order="panels-outer", threads=1)
@@ -114,3 +115,21 @@ def test_nearby_shape_is_seeded_with_the_winner_and_reuses_its_compiled_kernel(t
     [first] = [t for t in search.open_study(kernel.problem(nearby), storage).trials if t.state.is_finished()]
     assert first.params == params(GOOD) and first.user_attrs["seeded"]
     assert first.user_attrs["compiled"] is False  # built once for the first shape, reused from numba's cache
+
+
+def test_a_stale_records_finalists_seed_the_new_study_first(tmp_path):
+    """After a template change the old winner and finalists are the best guesses: seeded first."""
+    problem = Problem("forward", 10, 20, 30)  # make_record's size
+    winner = space.Config(mr=8, nr=16, kc=64, row_tiles=1, col_panels=2, order="rows-outer", threads=1)
+    finalist = space.Config(mr=4, nr=16, kc=64, row_tiles=2, col_panels=1, order="panels-outer", threads=1)
+    record, source = make_record(template_hash="an-older-template", config=winner.params(),
+                                 finalists=[{"config": c.params(), "label": c.label(), "median_s": 1.0}
+                                            for c in (winner, finalist)])
+    store.save(record, source, tmp_path)
+    assert store.entries(tmp_path)[0].status == "stale"
+    study = optuna.create_study()
+    search.warm_start(study, problem, tmp_path)
+    seeded = []
+    study.optimize(lambda trial: seeded.append(search.suggest(trial, problem)) or 0.0, n_trials=len(study.trials))
+    assert seeded[:2] == [winner, finalist]
+    assert space.analytical_config(problem) in seeded
