@@ -86,7 +86,7 @@ def open_study(problem, storage=None, sampler="tpe"):
                                sampler=SAMPLERS[sampler](problem), direction="minimize", load_if_exists=True)
 
 
-def warm_start(study, problem, directory, nearest=2):
+def warm_start(study, problem, directory, nearest=3):
     """Seed a new study with what won before on this machine: the finalists of this size's own
     record if the templates changed since (stale), then those of the `nearest` other tuned sizes
     of the same kernel (by log-distance of M, N, K), the analytical model's config and the
