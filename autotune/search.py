@@ -101,8 +101,8 @@ def warm_start(study, problem, directory, nearest=3):
     others = [e for e in earlier if e.problem != problem][:nearest]
     seeds = [*(config for e in same + others for config in _seed_configs(e.record)),
              space.analytical_config(problem), space.default_config()]
-    for config in dict.fromkeys(seeds):
-        if space.in_choices(config, problem) and space.invalid_reason(config, problem) is None:
+    for config in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds):
+        if space.invalid_reason(config, problem) is None:
             study.enqueue_trial(config.params(), user_attrs={"seeded": True})
 
 

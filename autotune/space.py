@@ -3,6 +3,7 @@
 A Config is at once the optuna parameters, the Jinja context and (with the kernel source) the
 build cache key. Tile sizes are categorical: the space has cliffs, so neighbours say little.
 """
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from autotune import machine
@@ -107,6 +108,22 @@ def registers_needed(mr, nr, lanes):
 
 def _largest_at_most(options, bound):
     return max([v for v in options if v <= bound] or [min(options)])
+
+
+def nearest_choice(config, problem):
+    """`config` with each value outside the problem's choices replaced by the nearest choice (by
+    ratio; the first option for a categorical value): a winner of a larger size, e.g. kc=1024
+    where K is 768, still seeds a search at this one."""
+    options = choices(problem)
+
+    def nearest(name, value):
+        if value in options[name]:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            return options[name][0]
+        return min(options[name], key=lambda v: abs(math.log(v / value)))
+
+    return Config.from_dict({name: nearest(name, value) for name, value in config.params().items()})
 
 
 def in_choices(config, problem):

@@ -135,15 +135,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--real", action="store_true", help="only the timed search from an empty cache")
+    parser.add_argument("--real", nargs="*", choices=sorted(REAL), default=None,
+                        help="only the searches a new user runs (all of them, or the ones named)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(logging.WARNING)
     STATE.update(json.loads(OUT.read_text()) if OUT.exists() else {})
     kernel = ops.KERNELS["forward"]
     _remember_labels()
-    if args.real:
-        STATE["real_search"] = {}
-        for name in REAL:
+    if args.real is not None:
+        for name in args.real or REAL:
             real_search(name)
         for name, shape_text in SHAPES.items():
             summarize(STATE[name], kernel.problem(ops.Shape.parse(shape_text)))
@@ -231,6 +231,8 @@ def real_search(name):
     [record_path] = tuned.glob(f"forward-{problem.M}x{problem.N}x{problem.K}-*.json")
     record = json.loads(record_path.read_text())
     found = space.Config.from_dict(record["config"])
+    study = optuna.load_study(study_name=record["trials"]["study"], storage=f"sqlite:///{work / 'cache' / 'studies.sqlite3'}")
+    seeds = [space.Config.from_dict(t.params).label() for t in study.trials if t.user_attrs.get("seeded")]
     table = STATE[name]["table"]
     references = [LABELS[k] for _, k in sorted((v, k) for k, v in table.items() if v is not None)[:5]]
     seconds = side_by_side(kernel, problem, list(dict.fromkeys([found, *references])), rounds=7)
@@ -238,7 +240,8 @@ def real_search(name):
     gflops = lambda c: round(problem.flops / seconds[c.label()] / 1e9, 1)
     result = {
         "command": " ".join(["python -m autotune search --op forward --shape", SHAPES[name], *REAL[name]]),
-        "wall_s": round(wall, 1), "trials": record["trials"], "found": found.label(), "found_gflops": gflops(found),
+        "wall_s": round(wall, 1), "trials": record["trials"], "seeds": seeds,
+        "found": found.label(), "found_gflops": gflops(found),
         "reference": reference.label(), "reference_gflops": gflops(reference),
         "found_vs_reference": round(seconds[reference.label()] / seconds[found.label()], 3),
         "references_gflops": {c.label(): gflops(c) for c in references},
@@ -247,7 +250,7 @@ def real_search(name):
         loaded = subprocess.run([sys.executable, "-c", LOAD_IN_NEW_PROCESS], env=env, check=True,
                                 capture_output=True, text=True)
         result["load"] = json.loads(loaded.stdout.strip().splitlines()[-1])
-    STATE.setdefault("real_search", {})[name] = result
+    STATE.setdefault("real_search", {}).setdefault(name, []).append(result)
     save_progress()
     print(json.dumps(result, indent=1))
 
@@ -317,11 +320,15 @@ def write_markdown():
                   "the table's five best configs, the fastest of which in that comparison is the reference.", "",
                   "| shape | command | wall s | trials timed | winner | GF/s | reference | GF/s | winner / reference |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for name, r in real.items():
+        for name, r in ((name, r) for name, runs in real.items() for r in runs):
             lines.append(f"| {STATE[name]['shape']} | `{r['command']}` | {r['wall_s']} | {r['trials']['complete']} | "
                          f"`{r['found']}` | {r['found_gflops']} | `{r['reference']}` | {r['reference_gflops']} | "
                          f"{r['found_vs_reference']} |")
-        load = real.get("headline", {}).get("load")
+        lines += ["", "Seeds each run started from (search.warm_start):"]
+        lines += [f"- {STATE[name]['shape']}, run {i + 1}: " + ", ".join(f"`{x}`" for x in r.get("seeds", []))
+                  + (f" ({r['note']})" if "note" in r else "")
+                  for name, runs in real.items() for i, r in enumerate(runs)]
+        load = next((r["load"] for r in real.get("headline", []) if "load" in r), None)
         if load:
             lines += ["", f"Loading the headline winner in a fresh process: `import tuned` {load['import_s']:.2f} s; "
                       f"the first call {load['first_call_s']:.2f} s, a second call {load['second_call_s']:.2f} s; "

@@ -60,3 +60,11 @@ def test_analytical_config_is_valid_for_small_problems():
     for problem in (Problem("forward", 256, 48, 48), Problem("backward_weight", 48, 48, 256), Problem("forward", 1, 1, 1)):
         c = space.analytical_config(problem)
         assert space.in_choices(c, problem) and space.invalid_reason(c, problem) is None, (problem, c)
+
+
+def test_a_seed_from_another_size_is_moved_to_the_nearest_choices():
+    """kc=1024 won where K is 3072; at K=768 the nearest choice is 768. The forward cannot read unpacked."""
+    problem = Problem("forward", 4096, 3072, 768)
+    seed = config(kc=1024, pack=False)
+    assert space.nearest_choice(seed, problem) == config(kc=768, pack=True)
+    assert space.nearest_choice(config(), problem) == config()
