@@ -16,6 +16,8 @@ import numpy as np
 from autotune import build, machine, render, space, store
 from autotune.ops import KERNELS, Problem
 
+_FLOAT32 = np.dtype(np.float32)
+
 
 class Winners:
     """The usable records of one tuned/ directory and the kernels built from them."""
@@ -89,7 +91,7 @@ def matmul_forward(out, inp, weight, bias=None):
     _check("out", out, (B, T, OC), names="(B, T, OC)", writable=True)
     if bias is not None:
         _check("bias", bias, (OC,), names="(OC,)")
-    _no_overlap(("out", out), [("inp", inp), ("weight", weight), ("bias", bias)])
+    _no_overlap([("out", out)], [("inp", inp), ("weight", weight), ("bias", bias)])
     if 0 in (B, T, C, OC):
         out[...] = 0.0 if bias is None else bias
         return
@@ -110,10 +112,8 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
     _check("dweight", dweight, (OC, C), names="(OC, C)", writable=True)
     if dbias is not None:
         _check("dbias", dbias, (OC,), names="(OC,)", writable=True)
-    inputs = [("dout", dout), ("inp", inp), ("weight", weight)]
-    outputs = [("dinp", dinp), ("dweight", dweight), ("dbias", dbias)]
-    for i, output in enumerate(outputs):
-        _no_overlap(output, inputs + outputs[i + 1:])
+    _no_overlap([("dinp", dinp), ("dweight", dweight), ("dbias", dbias)],
+                [("dout", dout), ("inp", inp), ("weight", weight)])
     M = B * T
     if 0 in (M, C, OC):  # nothing is summed, or nothing receives the sum; numpy gets it right
         if dbias is not None:
@@ -126,7 +126,12 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
 
 
 def _check(name, array, shape=None, ndim=None, names=None, writable=False):
-    """Validate one argument before any kernel (compiled without bounds checks) sees it."""
+    """Validate one argument before any kernel (compiled without bounds checks) sees it; its shape.
+    A valid argument passes one cheap test (at small sizes validation costs as much as the
+    kernel); only an invalid one pays for finding which rule it breaks."""
+    if (type(array) is np.ndarray and array.dtype == _FLOAT32 and _fits(array.shape, shape, ndim)
+            and array.flags.c_contiguous and (array.flags.writeable or not writable)):
+        return array.shape
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy array of float32, got {type(array).__name__}")
     if array.dtype != np.float32:
@@ -144,8 +149,15 @@ def _check(name, array, shape=None, ndim=None, names=None, writable=False):
     return array.shape
 
 
-def _no_overlap(output, others):
-    name, array = output
-    for other_name, other in others:
-        if other is not None and np.may_share_memory(array, other):
-            raise ValueError(f"{name} overlaps {other_name} in memory: the result would overwrite its input")
+def _fits(got, shape, ndim):
+    if shape is None:
+        return len(got) == ndim
+    return got == shape or (len(got) == len(shape) and all(w is None or w == g for w, g in zip(shape, got)))
+
+
+def _no_overlap(outputs, inputs):
+    """No output may share memory with an input or another output: the kernel would read what it wrote."""
+    for i, (name, array) in enumerate(outputs):
+        for other_name, other in outputs[i + 1:] + inputs:
+            if other is not None and np.may_share_memory(array, other):
+                raise ValueError(f"{name} overlaps {other_name} in memory: the result would overwrite its input")

@@ -159,8 +159,8 @@ class BackwardWeight(Kernel):
     @staticmethod
     def blas(dweight, dbias, dout, inp):
         dweight += dout.T @ inp
-        if dbias.shape[0]:
-            dbias += dout.sum(axis=0)
+        if dbias.shape[0]:  # a BLAS matrix-vector product: twice as fast as dout.sum(axis=0) here
+            dbias += np.ones(dout.shape[0], np.float32) @ dout
 
     def sgemm(self, a, scratch):
         np.matmul(a["dout"].T, a["inp"], out=scratch)
