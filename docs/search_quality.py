@@ -318,15 +318,14 @@ def write_markdown():
                   "Each from an empty build cache and a new study, with the repository's `tuned/` minus the "
                   "shape's own records for the warm start; the winner then timed interleaved (7 rounds) beside "
                   "the table's five best configs, the fastest of which in that comparison is the reference.", "",
-                  "| shape | command | wall s | trials timed | winner | GF/s | reference | GF/s | winner / reference |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| shape | command | wall s | trials timed | winner | GF/s | reference | GF/s | winner / reference | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in ((name, r) for name, runs in real.items() for r in runs):
             lines.append(f"| {STATE[name]['shape']} | `{r['command']}` | {r['wall_s']} | {r['trials']['complete']} | "
                          f"`{r['found']}` | {r['found_gflops']} | `{r['reference']}` | {r['reference_gflops']} | "
-                         f"{r['found_vs_reference']} |")
+                         f"{r['found_vs_reference']} | {r.get('note', '')} |")
         lines += ["", "Seeds each run started from (search.warm_start):"]
         lines += [f"- {STATE[name]['shape']}, run {i + 1}: " + ", ".join(f"`{x}`" for x in r.get("seeds", []))
-                  + (f" ({r['note']})" if "note" in r else "")
                   for name, runs in real.items() for i, r in enumerate(runs)]
         load = next((r["load"] for r in real.get("headline", []) if "load" in r), None)
         if load:
