@@ -87,9 +87,10 @@ def open_study(problem, storage=None, sampler="tpe"):
 
 
 def warm_start(study, problem, directory, nearest=3):
-    """Seed a new study with what won before on this machine: the finalists of this size's own
-    record if the templates changed since (stale), then those of the `nearest` other tuned sizes
-    of the same kernel (by log-distance of M, N, K), the analytical model's config and the
+    """Seed a new study with what won before on this machine: the winner and finalists of this
+    size's own record (a new study of a tuned size means the templates or the search space changed
+    since), then those of the `nearest` other tuned sizes of the same kernel (by log-distance of
+    M, N, K), each moved to the nearest valid choice; then the analytical model's config and the
     loader's default. Records from other machines say nothing about this one."""
     def distance(entry):
         p = entry.problem
