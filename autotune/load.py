@@ -139,7 +139,7 @@ def _check(name, array, shape=None, ndim=None, names=None, writable=False):
     ndim = ndim or len(shape)
     if array.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions {names or ''}, got shape {array.shape}")
-    if shape is not None and any(want is not None and want != got for want, got in zip(shape, array.shape)):
+    if not _fits(array.shape, shape, ndim):
         expected = tuple("?" if want is None else want for want in shape)
         raise ValueError(f"{name} has shape {array.shape}, expected {names} = {expected}".replace("'", ""))
     if not array.flags.c_contiguous:
@@ -150,6 +150,7 @@ def _check(name, array, shape=None, ndim=None, names=None, writable=False):
 
 
 def _fits(got, shape, ndim):
+    """Whether shape `got` matches `shape` (None: any length there), or has `ndim` dimensions."""
     if shape is None:
         return len(got) == ndim
     return got == shape or (len(got) == len(shape) and all(w is None or w == g for w, g in zip(shape, got)))
