@@ -16,10 +16,7 @@ from pathlib import Path
 
 import numba.core.config
 
-
-def cache_dir():
-    """Where built kernels and the default study database live; never inside the repository."""
-    return Path(os.environ.get("AUTOTUNE_CACHE_DIR") or Path.home() / ".cache" / "autotune")
+from autotune import machine, render
 
 
 @dataclass
@@ -35,7 +32,7 @@ def build(source, flags):
     name = f"autotune_kernel_{digest}"
     if name in sys.modules:
         return Built(sys.modules[name], 0.0, False)
-    path = cache_dir() / "kernels" / f"{name}.py"
+    path = machine.cache_dir() / "kernels" / f"{name}.py"
     if not path.exists():
         write_atomic(path, source)
     start = time.perf_counter()
@@ -43,6 +40,11 @@ def build(source, flags):
         module = _import(name, path)
     seconds = time.perf_counter() - start
     return Built(module, seconds, _compiled_any(module))
+
+
+def kernel_function(kernel, config):
+    """The compiled entry function of `kernel` (an ops.Kernel) rendered with `config`."""
+    return getattr(build(render.render(kernel, config), render.COMPILE_FLAGS).module, kernel.entry)
 
 
 @contextlib.contextmanager

@@ -1,23 +1,122 @@
-"""What this machine is, as far as a tuned result depends on it."""
+"""What this machine is, as far as a tuned result depends on it: the CPU numba compiles for (the
+target), the host it runs on, and the fingerprint that names both.
+
+The target is what numba's code generator aims at: the host CPU unless NUMBA_CPU_NAME and
+NUMBA_CPU_FEATURES say otherwise (e.g. `haswell` and `-avx512f` make AVX2 code on an AVX-512 host).
+Its vector width and register count are read from the code numba emits for a small probe, so any
+target LLVM knows is described without a table of CPU names.
+"""
 import functools
 import hashlib
 import json
 import os
 import platform
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import llvmlite
 import llvmlite.binding as llvm
 import numba
+import numba.core.config
+
+
+@dataclass(frozen=True)
+class Target:
+    """The vector unit numba compiles for."""
+    isa: str  # "x86_64", "aarch64", ...
+    cpu: str  # LLVM's CPU name, e.g. "znver1"
+    features: str  # NUMBA_CPU_FEATURES, or "host" for the host CPU's own
+    vector_bits: int  # widest vector register the generated code uses
+    registers: int  # architectural vector registers
+
+    @property
+    def lanes(self):
+        """float32 values per vector register."""
+        return self.vector_bits // 32
+
+
+@functools.cache
+def target():
+    cpu = numba.core.config.CPU_NAME or llvm.get_host_cpu_name()
+    features = numba.core.config.CPU_FEATURES or "host"
+    return Target(platform.machine(), cpu, features, *_known_probe(cpu, features))
+
+
+def _known_probe(cpu, features):
+    """The probe's answer, kept in the build cache: compiling it costs about a second per process."""
+    key = json.dumps([cpu, features, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+                      numba.__version__, llvmlite.__version__])
+    path = cache_dir() / f"vector-unit-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    try:
+        return tuple(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        answer = _probe()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(answer))
+        os.replace(tmp, path)
+        return answer
+
+
+# The micro-kernel's own pattern at a size no target holds in registers: a 32 x 16 block of float32
+# accumulators on the stack, each row updated by a broadcast times a 16-float row. The SLP pass packs
+# it into the widest vectors the target has and uses every vector register it has: the assembly
+# shows both.
+_PROBE = """
+from numba import njit
+from numba.np.numpy_support import carray
+from autotune.stack_arrays import stack_f32
+
+@njit("void(float32[:, ::1], float32[::1], float32[:, ::1])", fastmath=True)
+def probe(a, b, out):
+    acc = carray(stack_f32(512), (32, 16))
+    for r in range(32):
+        for j in range(16):
+            acc[r, j] = 0.0
+    for k in range(a.shape[0]):
+        row = a[k]
+""" + "".join(f"""        a{r} = row[{r}]
+        for j in range(16):
+            acc[{r}, j] += a{r} * b[j]
+""" for r in range(32)) + """    for r in range(32):
+        for j in range(16):
+            out[r, j] = acc[r, j]
+"""
+
+
+def _probe():
+    """(vector bits, vector registers) of the code numba emits for this target."""
+    namespace = {}
+    saved = numba.core.config.SLP_VECTORIZE, numba.core.config.LOOP_VECTORIZE
+    numba.core.config.SLP_VECTORIZE, numba.core.config.LOOP_VECTORIZE = 1, 0  # the kernels' settings
+    try:
+        exec(compile(_PROBE, "<vector unit probe>", "exec"), namespace)
+        assembly = "\n".join(namespace["probe"].inspect_asm().values())
+    finally:
+        numba.core.config.SLP_VECTORIZE, numba.core.config.LOOP_VECTORIZE = saved
+    return read_vector_unit(assembly)
+
+
+def read_vector_unit(assembly):
+    """(vector bits, vector registers) from assembly: x86 names xmm/ymm/zmm 0-31 (16 of them without
+    AVX-512); aarch64 names v0-v31 (NEON, 128 bits) or z0-z31 (SVE, scalable: counted as 128)."""
+    x86 = re.findall(r"%([xyz])mm(\d+)", assembly)
+    if x86:
+        bits = max({"x": 128, "y": 256, "z": 512}[kind] for kind, _ in x86)
+        registers = 32 if bits == 512 or max(int(n) for _, n in x86) > 15 else 16
+        return bits, registers
+    return 128, 32  # aarch64 and other RISC vector units: 128-bit registers, 32 of them
 
 
 @functools.cache
 def fingerprint():
-    """CPU model and features, core count, numba and llvmlite versions; `id` names them all."""
+    """Host CPU model and features, the target, core count, numba and llvmlite versions; `id` names them all."""
     facts = {
         "cpu": _cpu_model(),
         "llvm_cpu": llvm.get_host_cpu_name(),
         "features": hashlib.sha256(llvm.get_host_cpu_features().flatten().encode()).hexdigest()[:12],
+        "target": target_label(),
         "cores": os.cpu_count(),
         "numba": numba.__version__,
         "llvmlite": llvmlite.__version__,
@@ -26,15 +125,11 @@ def fingerprint():
     return facts
 
 
-@functools.cache
-def vector_floats():
-    """float32 lanes of the widest vector register: 16 with AVX-512, 8 with AVX2."""
-    features = llvm.get_host_cpu_features()
-    return 16 if features.get("avx512f") else 8
-
-
-def vector_registers():
-    return 32 if vector_floats() == 16 else 16
+def target_label(t=None):
+    """e.g. "znver1 (host features), 256-bit vectors, 16 registers"."""
+    t = t or target()
+    features = "host features" if t.features == "host" else f"features {t.features}"
+    return f"{t.cpu} ({features}), {t.vector_bits}-bit vectors, {t.registers} registers"
 
 
 @functools.cache
@@ -51,6 +146,11 @@ def cache_sizes():
         if kind != "Instruction" and text[-1] in "KM":
             sizes[level] = int(text[:-1]) << (10 if text[-1] == "K" else 20)
     return sizes
+
+
+def cache_dir():
+    """Where built kernels, probes and the default study database live; never inside the repository."""
+    return Path(os.environ.get("AUTOTUNE_CACHE_DIR") or Path.home() / ".cache" / "autotune")
 
 
 def max_threads():

@@ -1,4 +1,4 @@
-"""The llm.c matmuls as tunable kernels: shapes, references, baselines, FLOPs, inputs.
+"""The llm.c matmuls as tunable kernels: shapes, the kernel contract, references and baselines.
 
 Each kernel is a GEMM written in its own terms: the output is M x N and K is the summed axis.
 
@@ -7,12 +7,15 @@ Each kernel is a GEMM written in its own terms: the output is M x N and K is the
     backward_weight  dweight[M, N] += dout[K, M].T @ inp[K, N]                 M=OC   N=C   K=B*T
                      dbias[M]      += dout[K, M] summed over K
 
-llm.c's matmul_backward is backward_input followed by backward_weight.
+llm.c's matmul_backward is backward_input followed by backward_weight. The forward's bias and the
+backward's dbias may be empty arrays (length 0): no bias, no dbias.
 """
+import abc
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
+from scipy.linalg import blas as scipy_blas
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Shape:
         except ValueError:
             values = []
         if len(values) != 4 or min(values) < 1:
-            raise ValueError(f"shape must be four positive integers B,T,C,OC, got {text!r}")
+            raise ValueError(f"a shape is four positive integers B,T,C,OC (e.g. 64,1024,768,768), got {text!r}")
         return cls(*values)
 
     def __str__(self):
@@ -54,36 +57,62 @@ class Problem:
         return f"{self.kernel} M={self.M} N={self.N} K={self.K}"
 
 
-class Kernel:
-    """What the pipeline needs to know about one kernel family."""
+class Kernel(abc.ABC):
+    """One kernel family: its template, its arrays, its float64 reference and its baselines.
+
+    One calling convention for everything that does the kernel's job, generated or not: the
+    arguments named in `arguments`, in that order (outputs first), as 2-D float32 C-contiguous
+    arrays (1-D for bias and dbias). `call(fn, arrays)` calls any of them on a dict of arrays.
+    Baselines (`BASELINES`) are static methods with those arguments.
+    """
     name: str
     template: str  # file in templates/
     entry: str  # function the template defines
-    outputs: tuple  # arrays the kernel writes, in call order
-    # Whether the template may read its operands in place (pack=False) instead of copying them
-    # into panels first: only where the rows it reads already hold NR contiguous floats per step.
-    pack_options = (True, False)
+    arguments: tuple  # parameter names of every implementation, in order
+    outputs: tuple  # the arguments it writes
 
     def problem(self, shape):
         return Problem(self.name, *self.dims(shape))
 
+    def call(self, fn, arrays):
+        fn(*(arrays[name] for name in self.arguments))
+
     def inputs(self, problem, seed=0):
-        """Random float32 arrays (outputs included: the backward kernels accumulate into them)."""
+        """Random N(0,1) float32 arrays (outputs included: the backward kernels accumulate into them)."""
         rng = np.random.default_rng(seed)
         return {name: rng.standard_normal(dims, dtype=np.float32)
                 for name, dims in self.array_shapes(problem).items()}
 
-    def tolerance_terms(self, arrays):
-        """(expected float64 result, magnitude bound) for each output, from the initial arrays."""
-        raise NotImplementedError
+    def baseline(self, name):
+        """The baseline called `name` (one of BASELINES) as a function of the kernel's arguments."""
+        return getattr(self, name)
 
-    # blas(...): the kernel's job done as a numpy user writes it (same arguments as the kernel);
-    # the baseline every winner is compared with, and what the loader runs where it is faster.
+    @abc.abstractmethod
+    def dims(self, shape):
+        """(M, N, K) of this kernel for an llm.c shape."""
+
+    @abc.abstractmethod
+    def array_shapes(self, problem):
+        """{argument: shape} at a problem size."""
+
+    @abc.abstractmethod
+    def reference(self, arrays):
+        """{output: (expected float64 result, sum of |terms| per element)} from the arrays before a call."""
+
+
+# What every kernel is measured against, each a static method of the kernel with its arguments:
+#   numpy   numpy on 2-D arrays, as a careful user writes it (bias add / accumulation included)
+#   blas    BLAS alone, no temporaries: sgemm with beta = 1 into the output, sgemv for dbias
+#   sgemm   the bare product into the output (no bias, no accumulation): a yardstick, not the job
+#   naive   the seed article's loops in numba (one thread per row, dot over K)
+BASELINES = ("numpy", "blas", "sgemm", "naive")
+# BLAS through scipy works on Fortran-order views of our C-order arrays, without a copy:
+# C = A @ B in C order is C.T = B.T @ A.T in Fortran order.
 
 
 class Forward(Kernel):
-    name, template, entry, outputs = "forward", "forward.py.jinja", "matmul_forward", ("out",)
-    pack_options = (True,)  # weight[N, K] unpacked gives NR floats K apart per step: a gather, not a load
+    name, template, entry = "forward", "forward.py.jinja", "matmul_forward"
+    arguments, outputs = ("out", "inp", "weight", "bias"), ("out",)
 
     def dims(self, s):
         return s.B * s.T, s.OC, s.C
@@ -91,28 +120,35 @@ class Forward(Kernel):
     def array_shapes(self, p):
         return {"out": (p.M, p.N), "inp": (p.M, p.K), "weight": (p.N, p.K), "bias": (p.N,)}
 
-    def call(self, fn, a):
-        fn(a["out"], a["inp"], a["weight"], a["bias"])
-
-    def tolerance_terms(self, a):
+    def reference(self, a):
         x, w, b = (a[n].astype(np.float64) for n in ("inp", "weight", "bias"))
+        b = b if b.shape[0] else np.zeros(w.shape[0])
         return {"out": (x @ w.T + b, np.abs(x) @ np.abs(w).T + np.abs(b))}
 
     @staticmethod
-    def blas(out, inp, weight, bias):
+    def numpy(out, inp, weight, bias):
         np.matmul(inp, weight.T, out=out)
         out += bias
 
-    def sgemm(self, a, scratch):
-        np.matmul(a["inp"], a["weight"].T, out=scratch)
+    @staticmethod
+    def blas(out, inp, weight, bias):
+        if bias.shape[0]:
+            out[:] = bias
+        scipy_blas.sgemm(1.0, weight.T, inp.T, beta=1.0 if bias.shape[0] else 0.0, c=out.T, trans_a=1,
+                         overwrite_c=1)
 
-    def naive(self, a):
-        naive_forward(a["out"], a["inp"], a["weight"], a["bias"])
+    @staticmethod
+    def sgemm(out, inp, weight, bias):
+        np.matmul(inp, weight.T, out=out)
+
+    @staticmethod
+    def naive(out, inp, weight, bias):
+        naive_forward(out, inp, weight, bias)
 
 
 class BackwardInput(Kernel):
-    name, template, entry, outputs = ("backward_input", "backward_input.py.jinja",
-                                      "matmul_backward_input", ("dinp",))
+    name, template, entry = "backward_input", "backward_input.py.jinja", "matmul_backward_input"
+    arguments, outputs = ("dinp", "dout", "weight"), ("dinp",)
 
     def dims(self, s):
         return s.B * s.T, s.C, s.OC
@@ -120,27 +156,30 @@ class BackwardInput(Kernel):
     def array_shapes(self, p):
         return {"dinp": (p.M, p.N), "dout": (p.M, p.K), "weight": (p.K, p.N)}
 
-    def call(self, fn, a):
-        fn(a["dinp"], a["dout"], a["weight"])
-
-    def tolerance_terms(self, a):
+    def reference(self, a):
         d, w, g = (a[n].astype(np.float64) for n in ("dout", "weight", "dinp"))
         return {"dinp": (g + d @ w, np.abs(g) + np.abs(d) @ np.abs(w))}
 
     @staticmethod
-    def blas(dinp, dout, weight):
+    def numpy(dinp, dout, weight):
         dinp += dout @ weight
 
-    def sgemm(self, a, scratch):
-        np.matmul(a["dout"], a["weight"], out=scratch)
+    @staticmethod
+    def blas(dinp, dout, weight):
+        scipy_blas.sgemm(1.0, weight.T, dout.T, beta=1.0, c=dinp.T, overwrite_c=1)
 
-    def naive(self, a):
-        naive_backward_input(a["dinp"], a["dout"], a["weight"])
+    @staticmethod
+    def sgemm(dinp, dout, weight):
+        np.matmul(dout, weight, out=dinp)
+
+    @staticmethod
+    def naive(dinp, dout, weight):
+        naive_backward_input(dinp, dout, weight)
 
 
 class BackwardWeight(Kernel):
-    name, template, entry, outputs = ("backward_weight", "backward_weight.py.jinja",
-                                      "matmul_backward_weight", ("dweight", "dbias"))
+    name, template, entry = "backward_weight", "backward_weight.py.jinja", "matmul_backward_weight"
+    arguments, outputs = ("dweight", "dbias", "dout", "inp"), ("dweight", "dbias")
 
     def dims(self, s):
         return s.OC, s.C, s.B * s.T
@@ -148,25 +187,32 @@ class BackwardWeight(Kernel):
     def array_shapes(self, p):
         return {"dweight": (p.M, p.N), "dbias": (p.M,), "dout": (p.K, p.M), "inp": (p.K, p.N)}
 
-    def call(self, fn, a):
-        fn(a["dweight"], a["dbias"], a["dout"], a["inp"])
-
-    def tolerance_terms(self, a):
+    def reference(self, a):
         d, x, gw, gb = (a[n].astype(np.float64) for n in ("dout", "inp", "dweight", "dbias"))
-        return {"dweight": (gw + d.T @ x, np.abs(gw) + np.abs(d).T @ np.abs(x)),
-                "dbias": (gb + d.sum(axis=0), np.abs(gb) + np.abs(d).sum(axis=0))}
+        expected = {"dweight": (gw + d.T @ x, np.abs(gw) + np.abs(d).T @ np.abs(x))}
+        if gb.shape[0]:
+            expected["dbias"] = (gb + d.sum(axis=0), np.abs(gb) + np.abs(d).sum(axis=0))
+        return expected
+
+    @staticmethod
+    def numpy(dweight, dbias, dout, inp):
+        dweight += dout.T @ inp
+        if dbias.shape[0]:
+            dbias += dout.sum(axis=0)
 
     @staticmethod
     def blas(dweight, dbias, dout, inp):
-        dweight += dout.T @ inp
-        if dbias.shape[0]:  # a BLAS matrix-vector product: twice as fast as dout.sum(axis=0) here
-            dbias += np.ones(dout.shape[0], np.float32) @ dout
+        scipy_blas.sgemm(1.0, inp.T, dout.T, beta=1.0, c=dweight.T, trans_b=1, overwrite_c=1)
+        if dbias.shape[0]:
+            scipy_blas.sgemv(1.0, dout.T, np.ones(dout.shape[0], np.float32), beta=1.0, y=dbias, overwrite_y=1)
 
-    def sgemm(self, a, scratch):
-        np.matmul(a["dout"].T, a["inp"], out=scratch)
+    @staticmethod
+    def sgemm(dweight, dbias, dout, inp):
+        np.matmul(dout.T, inp, out=dweight)
 
-    def naive(self, a):
-        naive_backward_weight(a["dweight"], a["dbias"], a["dout"], a["inp"])
+    @staticmethod
+    def naive(dweight, dbias, dout, inp):
+        naive_backward_weight(dweight, dbias, dout, inp)
 
 
 KERNELS = {k.name: k for k in (Forward(), BackwardInput(), BackwardWeight())}
@@ -174,12 +220,27 @@ OPS = {"forward": ("forward",), "backward": ("backward_input", "backward_weight"
        "all": ("forward", "backward_input", "backward_weight")}
 
 GPT2_WIDTHS = {"gpt2": 768, "gpt2-medium": 1024, "gpt2-large": 1280, "gpt2-xl": 1600}
+GPT2_LAYERS = {"gpt2": 12, "gpt2-medium": 24, "gpt2-large": 36, "gpt2-xl": 48}
+GPT2_VOCAB = 50304  # 50257 tokens, padded to a multiple of 128 as llm.c does
 
 
-def model_shapes(model, B, T):
-    """The matmuls of one GPT-2 block: qkv C->3C, attention projection C->C, MLP C->4C and 4C->C."""
-    C = GPT2_WIDTHS[model]
-    return [Shape(B, T, C, 3 * C), Shape(B, T, C, C), Shape(B, T, C, 4 * C), Shape(B, T, 4 * C, C)]
+@dataclass(frozen=True)
+class ModelMatmul:
+    """One matmul of a GPT-2 training step: its shape, how many times a step runs it, and whether
+    it has a bias (the LM head has none)."""
+    name: str
+    shape: Shape
+    count: int
+    bias: bool = True
+
+
+def model_matmuls(model, B, T):
+    """Every matmul of one GPT-2 step: per block qkv C->3C, attention projection C->C, MLP C->4C and
+    4C->C, then the LM head C->vocabulary (logits = lnf @ wte.T, no bias)."""
+    C, layers = GPT2_WIDTHS[model], GPT2_LAYERS[model]
+    return [ModelMatmul("qkv", Shape(B, T, C, 3 * C), layers), ModelMatmul("attention projection", Shape(B, T, C, C), layers),
+            ModelMatmul("mlp up", Shape(B, T, C, 4 * C), layers), ModelMatmul("mlp down", Shape(B, T, 4 * C, C), layers),
+            ModelMatmul("lm head", Shape(B, T, C, GPT2_VOCAB), 1, bias=False)]
 
 
 # The seed article's loops (llm.c's CPU matmuls, one thread per row), compiled with numba's
@@ -190,7 +251,7 @@ def naive_forward(out, inp, weight, bias):
     M, K = inp.shape
     for m in prange(M):
         for o in range(weight.shape[0]):
-            val = bias[o]
+            val = bias[o] if bias.shape[0] else 0.0
             for i in range(K):
                 val += inp[m, i] * weight[o, i]
             out[m, o] = val
@@ -210,6 +271,7 @@ def naive_backward_weight(dweight, dbias, dout, inp):
     for o in prange(dout.shape[1]):
         for m in range(dout.shape[0]):
             d = dout[m, o]
-            dbias[o] += d
+            if dbias.shape[0]:
+                dbias[o] += d
             for i in range(inp.shape[1]):
                 dweight[o, i] += inp[m, i] * d

@@ -2,12 +2,13 @@
 
 A Config is at once the optuna parameters, the Jinja context and (with the kernel source) the
 build cache key. Tile sizes are categorical: the space has cliffs, so neighbours say little.
+Choices and validity follow the target numba compiles for (machine.target()): NR is one to four
+of its vectors, and a register block must fit its vector registers.
 """
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from autotune import machine
-from autotune.ops import KERNELS
 
 
 @dataclass(frozen=True)
@@ -19,43 +20,43 @@ class Config:
     col_panels: int  # register blocks across one parallel task: NC = nr * col_panels
     order: str  # "rows-outer" or "panels-outer": which tile loop is outside within a task
     threads: int  # numba threads at run time; 1 renders a kernel without a parallel region
-    pack: bool = True  # copy operands into panels first, or read them in place (ops.Kernel.pack_options)
+    pack_a: bool = True  # each task copies its rows of A into panels first, or reads them in place
 
     def params(self):
         """The optuna parameters (every field)."""
         return asdict(self)
 
     def template_params(self):
-        """The Jinja context: the thread count is set at run time; one thread renders a serial kernel."""
-        params = asdict(self)
-        params["parallel"] = params.pop("threads") > 1
-        return params
+        """The Jinja context: every field, and whether the kernel has a parallel region."""
+        return {**asdict(self), "parallel": self.threads > 1}
 
     def label(self):
         return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
-                f"{self.order} threads={self.threads}" + ("" if self.pack else " unpacked"))
+                f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place"))
 
     @classmethod
     def from_dict(cls, values):
-        """From params() or a stored record; records made before `pack` existed packed."""
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
-def choices(problem=None):
+VECTORS_PER_NR = (1, 2, 3, 4)  # NR is this many of the target's vectors
+
+
+def choices(problem=None, target=None):
     """Every value the search may pick, per parameter; for a problem, without sizes that only
     repeat a smaller choice (a register block or K block past the dimension)."""
+    lanes = (target or machine.target()).lanes
     options = {
-        "mr": (4, 6, 8, 12, 16),
-        "nr": (16, 32),  # 48 measured 5-16 GF/s here: LLVM's SLP pass gives up on 3-vector rows
+        "mr": (2, 3, 4, 5, 6, 8, 12, 16),
+        "nr": tuple(lanes * v for v in VECTORS_PER_NR),
         "kc": (64, 128, 256, 384, 512, 768, 1024, 2048, 4096),
-        "row_tiles": (1, 2, 4, 8, 16, 32),
-        "col_panels": (1, 2, 4, 8, 16),
+        "row_tiles": (1, 2, 4, 8, 16, 32, 64),
+        "col_panels": (1, 2, 4, 8, 16, 32, 64, 128, 256),
         "order": ("rows-outer", "panels-outer"),
         "threads": tuple(range(1, machine.max_threads() + 1)),
-        "pack": (True, False),
+        "pack_a": (True, False),
     }
     if problem is not None:
-        options["pack"] = KERNELS[problem.kernel].pack_options
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
             options[name] = tuple(v for v in options[name] if not _past_dimension(v, dim, options[name]))
         for name, tile, dim in (("row_tiles", "mr", problem.M), ("col_panels", "nr", problem.N)):
@@ -65,45 +66,41 @@ def choices(problem=None):
     return options
 
 
-# The search's untuned fallback, used by the loader for shapes nobody tuned: the register block
-# and blocking that measured well on AVX-512 for the headline forward, all threads.
-def default_config():
-    return Config(mr=8, nr=32, kc=256, row_tiles=4, col_panels=8, order="panels-outer",
-                  threads=machine.max_threads())
+def registers_needed(mr, nr, lanes):
+    """Vector registers of an MR x NR micro-kernel: the accumulators, one row of B, one broadcast of A."""
+    return mr * nr // lanes + nr // lanes + 1
 
 
 FMA_PIPES, FMA_LATENCY = 2, 4  # per core; a register block needs PIPES * LATENCY independent vectors
+SERIAL_FLOPS = 4e6  # below this a parallel region costs more than it saves (about 20 us on 2 threads)
 
 
-def analytical_config(problem, caches=None, lanes=None, registers=None):
-    """The BLIS analytical model (Low et al., 2016) mapped onto the choices, for a warm start.
+def analytical_config(problem, caches=None, target=None):
+    """The BLIS analytical model (Low et al., 2016) mapped onto the choices: the config a size nobody
+    tuned runs, and a seed of every search.
 
-    Register block: NR = 2 vectors; MR the largest choice whose MR*NR/lanes accumulators, NR/lanes
-    b vectors and one broadcast fit the registers, with at least FMA_PIPES * FMA_LATENCY
-    accumulators to hide FMA latency. KC: the MR x KC and KC x NR micro-panels fill 3/4 of L1.
-    MC: the MC x KC block of the left operand fills half of L2; NC: KC x NC fills half of L3.
+    Register block: NR = 2 vectors; MR the largest choice whose accumulators, B row and broadcast fit
+    the registers, with at least FMA_PIPES * FMA_LATENCY accumulators to hide FMA latency. KC: the
+    MR x KC and KC x NR micro-panels fill 3/4 of L1. MC: the MC x KC block of A fills half of L2;
+    NC: KC x NC of B fills half of L3. Small problems run on one thread.
     """
     caches = caches or machine.cache_sizes()
-    lanes, registers = lanes or machine.vector_floats(), registers or machine.vector_registers()
-    options = choices(problem)
-    nr = max(n for n in options["nr"] if n <= 2 * lanes)
-    fitting = [m for m in options["mr"] if registers_needed(m, nr, lanes) <= registers
-               and m * nr // lanes >= FMA_PIPES * FMA_LATENCY] or [min(options["mr"])]
+    target = target or machine.target()
+    options = choices(problem, target)
+    nr = max(n for n in options["nr"] if n <= 2 * target.lanes)
+    fitting = [m for m in options["mr"] if registers_needed(m, nr, target.lanes) <= target.registers
+               and m * nr // target.lanes >= FMA_PIPES * FMA_LATENCY] or [min(options["mr"])]
     mr = max(fitting)
     kc = _largest_at_most(options["kc"], caches[1] * 3 // 4 // ((mr + nr) * 4))
     row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
     col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
-    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", max(options["threads"]))
-    while invalid_reason(config, problem) and "row_tiles" in invalid_reason(config, problem):
+    threads = 1 if problem.flops < SERIAL_FLOPS else max(options["threads"])
+    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True)
+    while "row_tiles" in (invalid_reason(config, problem, target) or ""):
         config = replace(config, row_tiles=config.row_tiles // 2)
-    while invalid_reason(config, problem) and "col_panels" in invalid_reason(config, problem):
+    while "col_panels" in (invalid_reason(config, problem, target) or ""):
         config = replace(config, col_panels=config.col_panels // 2)
     return config
-
-
-def registers_needed(mr, nr, lanes):
-    """Vector registers of an MR x NR micro-kernel: the accumulators, one row of b, one broadcast of a."""
-    return mr * nr // lanes + nr // lanes + 1
 
 
 def _largest_at_most(options, bound):
@@ -131,19 +128,18 @@ def in_choices(config, problem):
     return all(value in options[name] for name, value in config.params().items())
 
 
-def invalid_reason(config, problem):
-    """Why `config` should not be compiled for `problem`, or None. Shared by search and tests."""
-    lanes, registers = machine.vector_floats(), machine.vector_registers()
-    if config.nr % lanes:
-        return f"nr={config.nr} is not a multiple of the vector width {lanes}"
-    needed = registers_needed(config.mr, config.nr, lanes)
-    if needed > registers:
-        return f"register block {config.mr}x{config.nr} needs {needed} vector registers, the CPU has {registers}"
-    if config.pack not in KERNELS[problem.kernel].pack_options:
-        return f"pack={config.pack} is not an option of the {problem.kernel} template"
+def invalid_reason(config, problem, target=None):
+    """Why `config` should not be compiled for `problem`, or None. Shared by search, loader and tests."""
+    target = target or machine.target()
+    if config.nr % target.lanes:
+        return f"nr={config.nr} is not a multiple of the vector width ({target.lanes} floats)"
+    needed = registers_needed(config.mr, config.nr, target.lanes)
+    if needed > target.registers:
+        return (f"register block {config.mr}x{config.nr} needs {needed} vector registers, "
+                f"the target has {target.registers}")
     if config.threads > machine.max_threads():
         return f"threads={config.threads} exceeds numba's {machine.max_threads()}"
-    all_choices = choices()
+    all_choices = choices(target=target)
     spans = [("mr", 1, problem.M), ("nr", 1, problem.N), ("kc", 1, problem.K),
              ("row_tiles", config.mr, problem.M), ("col_panels", config.nr, problem.N)]
     for name, unit, dim in spans:
