@@ -1,116 +1,199 @@
 """Command line: python -m autotune search|show|bench|sweep|pull|report. See README.md."""
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
-from autotune import bench, ops, report, search, store, sweep
+from autotune import bench, machine, measure, ops, report, search, store, study, sweep
 
 DEFAULT_SHAPE = "64,1024,768,768"  # the seed article's headline shape: B, T, C, OC
+SHAPE_EXAMPLE = "e.g. 64,1024,768,768"
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in --help, except where the help text says it (default None)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line: what is wrong and what to type instead."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def shape(text):
+    try:
+        return ops.Shape.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a positive {'integer' if kind is int else 'number'}, got {text!r}")
+        return value
+    return parse
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m autotune", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m autotune", description=__doc__, formatter_class=Help)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    defaults = {"formatter_class": Help}
 
-    find = commands.add_parser("search", help="tune the kernels of one op at one shape and store the winners")
-    find.add_argument("--op", choices=sorted(ops.OPS), default=None,
-                      help="forward (default), backward (backward_input and backward_weight) or all "
-                           "(the default with --model)")
-    find.add_argument("--shape", type=ops.Shape.parse, default=DEFAULT_SHAPE, metavar="B,T,C,OC",
-                      help=f"llm.c sizes (default {DEFAULT_SHAPE})")
-    find.add_argument("--model", choices=sorted(ops.GPT2_WIDTHS), default=None,
-                      help="tune every matmul of this GPT-2 size instead of --shape")
-    find.add_argument("--batch", type=int, default=4, help="B for --model (default 4)")
-    find.add_argument("--seq", type=int, default=1024, help="T for --model (default 1024)")
-    find.add_argument("--trials", type=int, default=24,
-                      help="trials the study should hold; a rerun resumes and counts earlier ones")
-    find.add_argument("--timeout", type=float, default=None, metavar="S", help="stop adding trials after S seconds")
-    find.add_argument("--trial-time-limit", type=float, default=search.TRIAL_TIME_LIMIT_S, metavar="S",
-                      help="kill a candidate that builds, verifies and times for longer than S seconds "
-                           f"(default {search.TRIAL_TIME_LIMIT_S:.0f})")
-    find.add_argument("--sampler", choices=sorted(search.SAMPLERS), default="tpe")
-    find.add_argument("--storage", default=None, help=f"optuna storage URL (default {search.default_storage()})")
-    find.add_argument("--tuned-dir", default=None, help="where winners go (default tuned/ or $AUTOTUNE_TUNED_DIR)")
+    search_parser = commands.add_parser("search", help="tune the kernels of one op at one shape and store the winners",
+                                        **defaults)
+    search_parser.add_argument("--op", choices=sorted(ops.OPS), default=None,
+                               help="forward, backward (backward_input and backward_weight) or all "
+                                    "(default: forward; all with --model)")
+    search_parser.add_argument("--shape", type=shape, default=DEFAULT_SHAPE, metavar="B,T,C,OC", help="llm.c sizes")
+    search_parser.add_argument("--model", choices=sorted(ops.GPT2_WIDTHS), default=None,
+                               help="tune every matmul of one GPT-2 training step instead of --shape (default: none)")
+    search_parser.add_argument("--batch", type=positive(int), default=4, help="B for --model")
+    search_parser.add_argument("--seq", type=positive(int), default=1024, help="T for --model")
+    search_parser.add_argument("--trials", type=positive(int), default=24,
+                               help="evaluated trials the study should hold; a rerun resumes and counts earlier ones")
+    search_parser.add_argument("--timeout", type=positive(float), default=None, metavar="S",
+                               help="stop adding trials after S seconds; the final comparison follows (default: no limit)")
+    search_parser.add_argument("--trial-time-limit", type=positive(float), default=search.TRIAL_TIME_LIMIT_S,
+                               metavar="S", help="kill a candidate that builds, verifies and times for longer")
+    search_parser.add_argument("--sampler", choices=sorted(search.SAMPLERS), default="tpe", help="optuna sampler")
+    search_parser.add_argument("--storage", default=study.default_storage(), metavar="URL", help="optuna storage")
+    search_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR",
+                               help="where winners go ($AUTOTUNE_TUNED_DIR sets the default)")
 
-    show = commands.add_parser("show", help="list the stored winners")
-    show.add_argument("--tuned-dir", default=None)
+    show_parser = commands.add_parser("show", help="list the stored winners", **defaults)
+    show_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
 
-    timing = commands.add_parser("bench", help="time the tuned ops against numpy/BLAS and the naive loop")
-    timing.add_argument("--shapes", nargs="+", default=bench.DEFAULT_SHAPES, metavar="B,T,C,OC")
-    timing.add_argument("--op", choices=sorted(ops.OPS), default="all")
-    timing.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
-    timing.add_argument("--csv", default="bench.csv", help="where to write the rows (default bench.csv)")
-    timing.add_argument("--tuned-dir", default=None)
-    timing.add_argument("--keep-blas-env", action="store_true",
-                        help=f"keep {' and '.join(bench.BLAS_ENV)} (by default unset in the benchmark process)")
+    bench_parser = commands.add_parser("bench", help="time the tuned ops against numpy, BLAS, PyTorch and the naive loop",
+                                       **defaults)
+    bench_parser.add_argument("--shapes", nargs="+", type=shape, default=[shape(s) for s in bench.DEFAULT_SHAPES],
+                              metavar="B,T,C,OC", help="shapes to time")
+    bench_parser.add_argument("--model", choices=sorted(ops.GPT2_WIDTHS), default=None,
+                              help="time every matmul of one GPT-2 training step and their sum, instead of --shapes (default: none)")
+    bench_parser.add_argument("--batch", type=positive(int), default=4, help="B for --model")
+    bench_parser.add_argument("--seq", type=positive(int), default=1024, help="T for --model")
+    bench_parser.add_argument("--op", choices=sorted(ops.OPS), default="all", help="which op to time")
+    bench_parser.add_argument("--rounds", type=positive(int), default=5, help="interleaved rounds; medians are reported")
+    bench_parser.add_argument("--csv", default="bench.csv", help="where to write the rows")
+    bench_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
+    bench_parser.add_argument("--keep-blas-env", action="store_true",
+                              help=f"keep {' and '.join(bench.BLAS_ENV)} (unset in the benchmark process otherwise)")
 
-    article = commands.add_parser("sweep", help="the seed article's sweep: naive, tuned and numpy over B, T, C")
-    article.add_argument("--full", action="store_true", help="every power-of-two step of the article's ranges")
-    article.add_argument("--rounds", type=int, default=3)
-    article.add_argument("--csv", default="sweep.csv")
-    article.add_argument("--plots", default="sweep", help="PNG prefix (needs the plot extra: matplotlib)")
-    article.add_argument("--tuned-dir", default=None)
-    article.add_argument("--keep-blas-env", action="store_true")
-    article.add_argument("--tune-trials", type=int, default=0, metavar="N",
-                         help="first search every kernel of every shape of the grid, N trials each (default 0: "
-                              "time what tuned/ holds); workers sharing --storage split these searches")
-    article.add_argument("--storage", default=None, help="optuna storage URL for --tune-trials")
+    sweep_parser = commands.add_parser("sweep", help="the seed article's sweep: naive, tuned and numpy over B, T, C",
+                                       **defaults)
+    sweep_parser.add_argument("--full", action="store_true", help="every power-of-two step of the article's ranges")
+    sweep_parser.add_argument("--rounds", type=positive(int), default=3, help="interleaved rounds")
+    sweep_parser.add_argument("--csv", default="sweep.csv", help="where to write the rows")
+    sweep_parser.add_argument("--plots", default="sweep", help="PNG prefix (needs the plot extra: matplotlib)")
+    sweep_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
+    sweep_parser.add_argument("--keep-blas-env", action="store_true", help="keep a preset OpenBLAS kernel")
+    sweep_parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                              help="first search every kernel of every shape of the grid, N trials each (0: time "
+                                   "what tuned/ holds); workers sharing --storage split these searches")
+    sweep_parser.add_argument("--storage", default=study.default_storage(), metavar="URL",
+                              help="optuna storage for --tune-trials")
 
-    fetch = commands.add_parser("pull", help="store the winners of a shared storage's studies for this machine")
-    fetch.add_argument("--storage", required=True, help="optuna storage URL the workers used")
-    fetch.add_argument("--tuned-dir", default=None)
+    pull_parser = commands.add_parser("pull", help="store the winners of a shared storage's studies for this machine",
+                                      **defaults)
+    pull_parser.add_argument("--storage", required=True, metavar="URL", help="optuna storage the workers used")
+    pull_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="where winners go")
 
-    page = commands.add_parser("report", help="an HTML page of the winners, their searches and importances")
-    page.add_argument("--out", default="report", help="folder for index.html and its PNGs (default report/)")
-    page.add_argument("--storage", default=None, help=f"optuna storage URL (default {search.default_storage()})")
-    page.add_argument("--tuned-dir", default=None)
+    report_parser = commands.add_parser("report", help="an HTML page of the winners, their searches and importances",
+                                        **defaults)
+    report_parser.add_argument("--out", default="report", help="folder for index.html and its PNGs")
+    report_parser.add_argument("--storage", default=study.default_storage(), metavar="URL", help="optuna storage")
+    report_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
 
-    args = parser.parse_args(argv)
-    if getattr(args, "tuned_dir", None):  # the loader reads it from the environment, as user code does
-        os.environ["AUTOTUNE_TUNED_DIR"] = str(store.tuned_dir(args.tuned_dir).resolve())
-    commands = {"search": run_search, "show": run_show, "bench": run_bench, "sweep": run_sweep, "pull": run_pull,
-                "report": run_report}
-    return commands[args.command](args)
+    args = parser.parse_args(_values_that_look_like_options(argv if argv is not None else sys.argv[1:]))
+    # The loader reads the folder from the environment, as user code does.
+    os.environ["AUTOTUNE_TUNED_DIR"] = str(Path(args.tuned_dir).resolve())
+    run = {"search": run_search, "show": run_show, "bench": run_bench, "sweep": run_sweep, "pull": run_pull,
+           "report": run_report}[args.command]
+    try:
+        return run(args)
+    except UsageError as error:
+        print(f"python -m autotune {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+class UsageError(Exception):
+    """A mistake on the command line found after parsing: printed as one line, exit status 2."""
+
+
+def _values_that_look_like_options(argv):
+    """`--shape -1,2,3,4` is a value, not an option: join it as `--shape=-1,2,3,4` so the shape check
+    explains what is wrong with it."""
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--shape", "--shapes") and i + 1 < len(argv) and re.fullmatch(r"-[\d,.-]+", argv[i + 1]):
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
+def _writable_tuned_dir(args):
+    try:
+        store.check_writable(args.tuned_dir)
+    except OSError as error:
+        raise UsageError(str(error)) from None
+    return Path(args.tuned_dir)
 
 
 def run_search(args):
-    directory = store.tuned_dir()
+    directory = _writable_tuned_dir(args)  # before the search, not after it
     _stop_searches_on_signals()
-    shapes = ops.model_shapes(args.model, args.batch, args.seq) if args.model else [args.shape]
+    matmuls = ops.model_matmuls(args.model, args.batch, args.seq) if args.model else [ops.ModelMatmul("", args.shape, 1)]
     kernels = ops.OPS[args.op or ("all" if args.model else "forward")]
-    rows = []
+    outcomes = []
     try:
-        for shape in shapes:
+        for matmul in matmuls:
             for name in kernels:
-                print(f"searching {name} for {shape}: {args.trials} trials, {args.sampler} sampler", file=sys.stderr)
-                rows.append(search.search(ops.KERNELS[name], shape, trials=args.trials, timeout=args.timeout,
-                                          sampler=args.sampler, storage=args.storage, directory=directory,
-                                          time_limit_s=args.trial_time_limit))
+                print(f"searching {name} for {matmul.shape}: {args.trials} trials, {args.sampler} sampler",
+                      file=sys.stderr)
+                outcomes.append(search.search(ops.KERNELS[name], matmul.shape, trials=args.trials,
+                                              timeout=args.timeout, sampler=args.sampler, storage=args.storage,
+                                              directory=directory, time_limit_s=args.trial_time_limit))
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are kept in the study and tuned/ is unchanged for the unfinished "
               "kernel; run the same command again to resume", file=sys.stderr)
         return 130
-    base = rows[0]["baselines"]
-    print_table(["kernel", "shape", "M x N x K", "best config", "GF/s", "numpy GF/s", "sgemm GF/s", "x numpy", "x sgemm",
-                 "naive GF/s", "trials ok/failed/rejected", "compile s", "search s", "loader runs", "stored"],
-                [[r["kernel"], r["shape"], f"{r['M']}x{r['N']}x{r['K']}", r["config_label"], f"{r['gflops']:.1f}",
-                  f"{r['baselines']['numpy_gflops']:.1f}", f"{r['baselines']['sgemm_gflops']:.1f}",
-                  f"{r['baselines']['numpy_ratio']:.2f}", f"{r['baselines']['sgemm_ratio']:.2f}",
-                  f"{r['baselines']['naive_gflops']:.1f}",
-                  f"{r['trials']['complete']}/{r['trials']['failed']}/{r['trials']['rejected']}",
-                  f"{r['compile_s']:.1f}", f"{r['search_s']:.1f}", r["use"], "yes" if r["stored"] else "kept faster"]
-                 for r in rows])
-    for r in rows:
-        for reason, count in r["trials"]["failures"]:
-            print(f"{r['kernel']}: {count} trial(s) failed: {reason}")
-    blas = base["blas"]
-    print(f"\nMedians of interleaved runs at the winner's thread count. BLAS: {blas['library']} {blas['version']} "
-          f"kernel {blas['architecture']}, OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or 'unset'}. "
-          f"numpy = what a numpy user writes (with bias / accumulation), sgemm = bare np.matmul(out=). "
-          f"Winners in {directory}.")
+    print_outcomes(outcomes, directory)
     return 0
+
+
+def print_outcomes(outcomes, directory):
+    """The table of a search or pull (under 100 columns; `show` has every detail) and each decision."""
+    print_table(["kernel", "M x N x K", "best config", "GF/s", "x BLAS", "x numpy", "trials", "tuned/"],
+                [[o.record.problem.kernel, f"{o.record.problem.M}x{o.record.problem.N}x{o.record.problem.K}",
+                  o.record.config.label().replace(" threads=", " t="), f"{o.record.gflops:.1f}",
+                  f"{o.record.vs_blas[0]:.2f}", f"{o.record.speedup_over('numpy'):.2f}",
+                  f"{o.record.trials['complete']}/{o.record.trials['failed']}",
+                  ("stored" if o.stored else "kept") + (", runs BLAS" if o.record.use == "blas" else "")]
+                 for o in outcomes])
+    for o in outcomes:
+        print(f"{o.record.problem.kernel}: {'stored' if o.stored else 'not stored'}: {o.decision}")
+        for reason, count in o.record.trials["failures"]:
+            print(f"  {count} trial(s) failed: {reason}")
+    if outcomes:
+        blas = outcomes[0].record.blas
+        print(f"\nMedians of interleaved rounds at the winner's thread count. x BLAS: paired speedup over BLAS "
+              f"with beta = 1 ({'; '.join(blas['libraries'])}; OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}); "
+              f"x numpy: over numpy as a user writes it on 2-D arrays. trials: timed/failed. Winners in {directory}; "
+              f"`python -m autotune show` lists them.")
 
 
 def _stop_searches_on_signals():
@@ -140,6 +223,7 @@ def run_sweep(args):
         return rerun
     shapes = sweep.grid(args.full)
     if args.tune_trials:
+        _writable_tuned_dir(args)
         _stop_searches_on_signals()
         try:
             sweep.tune(shapes, args.tune_trials, args.storage,
@@ -157,29 +241,45 @@ def run_bench(args):
     rerun = _without_preset_blas(args)
     if rerun is not None:
         return rerun
-    op_names = ("forward", "backward") if args.op == "all" else (args.op,)
-    rows, peak, blas = bench.run(args.shapes, op_names, args.rounds, args.csv,
-                                 progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
-    print_table(["shape", "op", "dispatch", "naive GF/s", "tuned GF/s", "numpy GF/s", "sgemm GF/s", "x numpy",
-                 "x sgemm", "x naive", "tuned % peak", "sgemm % peak"],
-                [[r["shape"], r["op"], r["dispatch"], r["naive_gflops"], r["tuned_gflops"], r["numpy_gflops"],
-                  r["sgemm_gflops"], f"{r['tuned_vs_numpy']:.2f}", f"{r['tuned_vs_sgemm']:.2f}",
-                  f"{r['tuned_vs_naive']:.1f}", r["tuned_pct_peak"], r["sgemm_pct_peak"]] for r in rows])
-    print(f"\n{rows[0]['threads']} threads for BLAS and the naive loop; tuned kernels run their stored thread count. "
-          f"Medians of {args.rounds} interleaved rounds. FMA peak measured now: {peak:.1f} GF/s. "
-          f"BLAS: {blas['library']} {blas['version']}, kernel {blas['architecture']}, "
-          f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or 'unset'}. Rows written to {args.csv}.")
+    threads = machine.max_threads()
+    progress = lambda r: print(f"  {r['op']} {r['shape']}: done", flush=True, file=sys.stderr)
+    if args.model:
+        rows, summary, peak, torch = bench.model_step(args.model, args.batch, args.seq, args.rounds, progress)
+    else:
+        op_names = ("forward", "backward") if args.op == "all" else (args.op,)
+        rows, peak, torch = bench.run(args.shapes, op_names, args.rounds, progress=progress)
+    names = [n for n in ("naive", "tuned", "numpy", "numpy 2-D", "BLAS beta", "torch", "sgemm") if f"{n} GF/s" in rows[0]]
+    print_table([*(["matmul"] if args.model else []), "B,T,C,OC", "op", "dispatch", *names, "best other", "x best",
+                 "% peak"],
+                [[*([r["matmul"]] if args.model else []), _short(r["shape"]), r["op"], r["dispatch"],
+                  *[r.get(f"{n} GF/s", "-") for n in names], r["best other"], f"{r['tuned / best other']:.2f}",
+                  r["tuned % peak"]] for r in rows])
+    if args.model:
+        best = max((n for n in bench.OTHERS if n in summary), key=lambda n: summary[n]["gflops"])
+        print(f"\nOne {args.model} training step (B={args.batch}, T={args.seq}): every matmul, forward and backward")
+        print_table(["contender", "seconds", "GF/s", "tuned is x faster"],
+                    [[n, f"{s['seconds']:.3f}", f"{s['gflops']:.1f}", f"{s['seconds'] / summary['tuned']['seconds']:.2f}"]
+                     for n, s in summary.items()])
+        print(f"best other: {best}")
+    blas = measure.blas_info()
+    print(f"\nGF/s, medians of {args.rounds} interleaved rounds, {threads} threads for every contender (tuned kernels "
+          f"run their stored thread count). FMA peak measured now: {peak:.1f} GF/s. BLAS: {'; '.join(blas['libraries'])}; "
+          f"OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}. torch: {bench.torch_info(torch)}. "
+          f"Target: {machine.target_label()}. dispatch per kernel: tuned winner, blas, near (the nearest tuned size's "
+          f"choice) or model (the analytical config). Rows written to {args.csv}.")
+    bench.write_csv(rows, args.csv)
     return 0
 
 
+def _short(shape_text):
+    return ",".join(part.split("=")[1] for part in shape_text.split(","))
+
+
 def run_pull(args):
-    records, skipped = search.pull(args.storage)
-    print_table(["kernel", "shape", "M x N x K", "best config", "GF/s", "x numpy", "trials ok/failed", "loader runs",
-                 "stored"],
-                [[r["kernel"], r["shape"], f"{r['M']}x{r['N']}x{r['K']}", r["config_label"], f"{r['gflops']:.1f}",
-                  f"{r['baselines']['numpy_ratio']:.2f}", f"{r['trials']['complete']}/{r['trials']['failed']}",
-                  r["use"], "yes" if r["stored"] else "kept faster"] for r in records])
-    print(f"\n{len(records)} studies pulled into {store.tuned_dir()}; {len(skipped)} skipped (another machine "
+    directory = _writable_tuned_dir(args)
+    outcomes, skipped = search.pull(args.storage, directory)
+    print_outcomes(outcomes, directory)
+    print(f"\n{len(outcomes)} studies pulled into {directory}; {len(skipped)} skipped (another machine "
           f"fingerprint, template version or search space, or no finished trial)")
     return 0
 
@@ -191,24 +291,24 @@ def run_report(args):
 
 
 def run_show(args):
-    directory = store.tuned_dir()
+    directory = Path(args.tuned_dir)
+    if not directory.is_dir():
+        raise UsageError(f"the folder {directory} does not exist (winners are stored by `python -m autotune search`)")
     rows = []
     for entry in store.entries(directory):
-        r = entry.record or {}
-        base = r.get("baselines", {})
-        rows.append([entry.status, r.get("use", "?"), r.get("kernel", "?"), f"{r.get('M', '?')}x{r.get('N', '?')}x{r.get('K', '?')}",
-                     r.get("config_label", "?"), _fmt(r.get("gflops")), _fmt(base.get("numpy_ratio"), 2),
-                     _fmt(base.get("sgemm_ratio"), 2), r.get("date", "?"), entry.reason or entry.path.name])
+        r = entry.record
+        if r is None:
+            rows.append([entry.status, "?", "?", "?", "?", "?", "?", "?", f"{entry.path.name}: {entry.reason}"])
+            continue
+        rows.append([entry.status, r.use, r.problem.kernel, f"{r.problem.M}x{r.problem.N}x{r.problem.K}",
+                     r.config.label(), f"{r.gflops:.1f}", f"{r.vs_blas[0]:.2f}", f"{r.speedup_over('numpy'):.2f}",
+                     entry.reason or r.date])
     if not rows:
         print(f"no tuned kernels in {directory}")
         return 0
-    print_table(["status", "runs", "kernel", "M x N x K", "config", "GF/s", "x numpy", "x sgemm", "date", "file / why"],
+    print_table(["status", "runs", "kernel", "M x N x K", "config", "GF/s", "x BLAS", "x numpy", "date / why not used"],
                 rows)
     return 0
-
-
-def _fmt(value, digits=1):
-    return "?" if value is None else f"{value:.{digits}f}"
 
 
 def print_table(headers, rows):

@@ -1,8 +1,18 @@
-"""Benchmark the tuned ops as a user calls them, against BLAS and the seed article's loop.
+"""Benchmark the tuned ops as a user calls them, against everything a user could run instead.
 
-For each shape and op, in one process and interleaved (measure.compare): the naive llm.c loop,
-the tuned op through `import tuned` (validation and dispatch included), numpy as a user writes
-it (bias add / accumulation included), and bare sgemm (np.matmul into a preallocated array).
+For each shape and op (forward; backward = dinp, then dweight and dbias), in one process and
+interleaved (measure.compare, a pause after every BLAS contender):
+
+    tuned      the op through `import tuned` (validation and dispatch included)
+    numpy      numpy as written on the (B,T,C) arrays: np.matmul(inp, W.T, out=out); out += bias ...
+    numpy 2-D  numpy on 2-D views, as a careful user writes it (each kernel's `numpy` baseline)
+    BLAS beta  BLAS alone, no temporaries: sgemm with beta = 1, sgemv for dbias (each kernel's `blas`)
+    torch      PyTorch's addmm / addmm_ on tensors sharing the arrays' memory, when torch is installed
+    sgemm      the bare product (no bias, no accumulation): a yardstick, not the op
+    naive      the seed article's loops
+
+"best other" is the fastest of numpy, numpy 2-D, BLAS beta and torch: the ops a user could run
+instead (sgemm does not do the op, naive is the article's starting point).
 """
 import csv
 import json
@@ -10,20 +20,21 @@ import os
 
 import numpy as np
 
-from autotune import build, machine, measure, ops, render
-from autotune import load
+from autotune import build, load, machine, measure, ops, render
 
 GPT2_SMALL = ["4,1024,768,768", "4,1024,768,2304", "4,1024,768,3072", "4,1024,3072,768"]
 SMALL = ["4,64,48,48", "8,128,192,192"]
 DEFAULT_SHAPES = ["64,1024,768,768", *GPT2_SMALL, *SMALL]
-BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # preset here; they force OpenBLAS's AVX2 kernel
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # preset on some machines; they force an OpenBLAS kernel
+OTHERS = ("numpy", "numpy 2-D", "BLAS beta", "torch")  # what a user could run instead: "best other"
+BLAS_CONTENDERS = ("numpy", "numpy 2-D", "BLAS beta", "sgemm")  # followed by a pause (OpenBLAS threads spin)
 
 
 def fma_peak(threads):
     """The machine's FMA peak on `threads` threads in GF/s: the best of this measurement and every
     earlier one on this machine kind (kept in the build cache). Other load only ever lowers a
     measurement of pure register FMAs, so the best one is the peak."""
-    path = build.cache_dir() / f"fma-peak-{machine.fingerprint()['id']}.json"
+    path = machine.cache_dir() / f"fma-peak-{machine.fingerprint()['id']}.json"
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -35,7 +46,7 @@ def fma_peak(threads):
 
 def measure_fma_peak(threads, steps=5_000_000, chains=12):
     """GF/s of pure register FMAs on `threads` threads, measured now."""
-    lanes = machine.vector_floats()
+    lanes = machine.target().lanes
     source = render.render_file("fma_peak.py.jinja", chains=chains, lanes=lanes)
     fn = build.build(source, render.COMPILE_FLAGS).module.fma_chains
     x, out = np.full(lanes, 0.999, np.float32), np.zeros(threads, np.float32)
@@ -45,93 +56,174 @@ def measure_fma_peak(threads, steps=5_000_000, chains=12):
     return 2 * chains * lanes * steps * threads / best / 1e9
 
 
-def op_arrays(shape, seed=0):
+def op_arrays(shape, seed=0, bias=True):
+    """The arrays of both ops at one shape; without bias, `bias` and `dbias` are empty."""
     rng = np.random.default_rng(seed)
     f = lambda *dims: rng.standard_normal(dims, dtype=np.float32)
     B, T, C, OC = shape.B, shape.T, shape.C, shape.OC
-    return dict(inp=f(B, T, C), weight=f(OC, C), bias=f(OC), out=f(B, T, OC), dout=f(B, T, OC),
-                dinp=f(B, T, C), dweight=f(OC, C), dbias=f(OC), scratch_out=f(B * T, OC),
-                scratch_dinp=f(B * T, C), scratch_dweight=f(OC, C))
+    return dict(inp=f(B, T, C), weight=f(OC, C), bias=f(OC if bias else 0), out=f(B, T, OC), dout=f(B, T, OC),
+                dinp=f(B, T, C), dweight=f(OC, C), dbias=f(OC if bias else 0))
 
 
-def contenders(op, a):
-    """{name: fn} for one op on arrays `a`."""
+def kernel_arguments(kernel, a):
+    """The kernel's arguments (2-D views) from an op's (B,T,...) arrays."""
     M = a["inp"].shape[0] * a["inp"].shape[1]
-    inp2, dout2 = a["inp"].reshape(M, -1), a["dout"].reshape(M, -1)
+    views = {"out": a["out"].reshape(M, -1), "inp": a["inp"].reshape(M, -1), "weight": a["weight"],
+             "bias": a["bias"], "dinp": a["dinp"].reshape(M, -1), "dout": a["dout"].reshape(M, -1),
+             "dweight": a["dweight"], "dbias": a["dbias"]}
+    return [views[name] for name in kernel.arguments]
+
+
+def contenders(op, a, torch=None):
+    """{name: fn} doing `op` on arrays `a` (see the module docstring); torch if given (the module)."""
+    kernels = [ops.KERNELS[name] for name in ops.OPS[op]]
+    args = [kernel_arguments(k, a) for k in kernels]
+    no_bias = a["bias"].shape[0] == 0
+
+    def each(baseline):
+        return lambda: [k.baseline(baseline)(*x) for k, x in zip(kernels, args)]
+
     if op == "forward":
-        def numpy_op():
+        def tuned():
+            load.matmul_forward(a["out"], a["inp"], a["weight"], None if no_bias else a["bias"])
+
+        def numpy():
             np.matmul(a["inp"], a["weight"].T, out=a["out"])
             a["out"] += a["bias"]
-        return {
-            "naive": lambda: ops.naive_forward(a["out"].reshape(M, -1), inp2, a["weight"], a["bias"]),
-            "tuned": lambda: load.matmul_forward(a["out"], a["inp"], a["weight"], a["bias"]),
-            "numpy": numpy_op,
-            "sgemm": lambda: np.matmul(inp2, a["weight"].T, out=a["scratch_out"]),
-        }
+    else:
+        def tuned():
+            load.matmul_backward(a["dinp"], a["dweight"], None if no_bias else a["dbias"], a["dout"], a["inp"],
+                                 a["weight"])
 
-    def naive_op():
-        ops.naive_backward_input(a["dinp"].reshape(M, -1), dout2, a["weight"])
-        ops.naive_backward_weight(a["dweight"], a["dbias"], dout2, inp2)
+        def numpy():
+            a["dinp"] += a["dout"] @ a["weight"]
+            a["dweight"] += args[1][2].T @ args[1][3]
+            a["dbias"] += a["dout"].sum(axis=(0, 1))
 
-    def numpy_op():
-        a["dinp"] += a["dout"] @ a["weight"]
-        a["dweight"] += dout2.T @ inp2
-        a["dbias"] += a["dout"].sum(axis=(0, 1))
+    timed = {"naive": each("naive"), "tuned": tuned, "numpy": numpy, "numpy 2-D": each("numpy"),
+             "BLAS beta": each("blas"), "sgemm": each("sgemm")}
+    if torch is not None:
+        timed["torch"] = torch_op(torch, op, args)
+    return timed
 
-    def sgemm_op():
-        np.matmul(dout2, a["weight"], out=a["scratch_dinp"])
-        np.matmul(dout2.T, inp2, out=a["scratch_dweight"])
 
-    return {
-        "naive": naive_op,
-        "tuned": lambda: load.matmul_backward(a["dinp"], a["dweight"], a["dbias"], a["dout"], a["inp"], a["weight"]),
-        "numpy": numpy_op,
-        "sgemm": sgemm_op,
-    }
+def torch_op(torch, op, args):
+    """The op in PyTorch on tensors that share the arrays' memory (made once, as a torch user holds them)."""
+    t = [[torch.from_numpy(x) for x in kernel_args] for kernel_args in args]
+    if op == "forward":
+        out, inp, weight, bias = t[0]
+        if bias.shape[0]:
+            return lambda: torch.addmm(bias, inp, weight.t(), out=out)
+        return lambda: torch.mm(inp, weight.t(), out=out)
+    (dinp, dout, weight), (dweight, dbias, dout2, inp) = t
+
+    def backward():
+        dinp.addmm_(dout, weight)
+        dweight.addmm_(dout2.t(), inp)
+        if dbias.shape[0]:
+            dbias.add_(dout2.sum(0))
+    return backward
+
+
+def optional_torch(threads):
+    """The torch module set to `threads`, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def torch_info(torch):
+    if torch is None:
+        return "not installed"
+    settings = torch.__config__.show()
+    blas = next((part.split("=", 1)[1] for part in settings.replace(",", "\n").split() if part.startswith("BLAS_INFO=")),
+                "unknown")
+    return f"{torch.__version__}, BLAS {blas}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def dispatch(op, shape):
-    """How `import tuned` runs this op at this shape: per kernel, tuned config, default or BLAS."""
+    """How `import tuned` runs this op at this shape, per kernel: tuned, BLAS, nearest tuned or analytical."""
     names = []
     for kernel_name in ops.OPS[op]:
-        entry = load.winners().by_problem.get(ops.KERNELS[kernel_name].problem(shape))
-        names.append("default" if entry is None else entry.record.get("use", "kernel"))
+        choice = load.winners().choice(ops.KERNELS[kernel_name].problem(shape))
+        names.append("blas" if choice.config is None and choice.origin == "tuned" else
+                     "blas (near)" if choice.config is None else
+                     {"tuned": "tuned"}.get(choice.origin, "near" if choice.origin.startswith("nearest") else "model"))
     return "+".join(names)
 
 
+def time_op(op, shape, rounds, torch=None, bias=True, skip_naive=False):
+    """{contender: Timing} of one op at one shape, interleaved."""
+    a = op_arrays(shape, bias=bias)
+    timed = contenders(op, a, torch)
+    if skip_naive:
+        del timed["naive"]
+    return measure.compare(timed, rounds=rounds, blas_names=BLAS_CONTENDERS)
+
+
+def row(op, shape, timings, peak, flops, threads):
+    """One table row: GF/s of every contender, best other, ratios and % of peak."""
+    gf = {name: t.gflops(flops) for name, t in timings.items()}
+    others = {name: gf[name] for name in OTHERS if name in gf}
+    best = max(others, key=others.get)
+    return {"shape": str(shape), "op": op, "dispatch": dispatch(op, shape), "threads": threads, "flops": flops,
+            **{f"{name} GF/s": round(v, 1) for name, v in gf.items()},
+            **{f"{name} s": t.median for name, t in timings.items()},
+            "best other": best, "tuned / best other": round(gf["tuned"] / others[best], 3),
+            "tuned / numpy": round(gf["tuned"] / gf["numpy"], 3),
+            "tuned / sgemm": round(gf["tuned"] / gf["sgemm"], 3),
+            "tuned / naive": round(gf["tuned"] / gf["naive"], 2) if "naive" in gf else float("nan"),
+            "tuned % peak": round(100 * gf["tuned"] / peak, 1), "sgemm % peak": round(100 * gf["sgemm"] / peak, 1),
+            "peak GF/s": round(peak, 1)}
+
+
 def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progress=print, naive_max_gflop=None):
-    """Rows of GF/s and ratios per shape and op; the naive loop is skipped (NaN) past `naive_max_gflop`."""
+    """Rows per shape and op; the naive loop is skipped past `naive_max_gflop`."""
     threads = machine.max_threads()
     peak = fma_peak(threads)
-    blas = measure.blas_info()
+    torch = optional_torch(threads)
     rows = []
-    for text in shapes:
-        shape = ops.Shape.parse(text)
-        a = op_arrays(shape)
+    for shape in shapes:
         for op in op_names:
             flops = sum(ops.KERNELS[k].problem(shape).flops for k in ops.OPS[op])
-            timed = contenders(op, a)
-            if naive_max_gflop is not None and flops > naive_max_gflop * 1e9:
-                del timed["naive"]  # minutes per call at the large end of the sweep
+            skip = naive_max_gflop is not None and flops > naive_max_gflop * 1e9
             with measure.thread_count(threads):
-                t = measure.compare(timed, rounds=rounds, blas_names=("numpy", "sgemm"))
-            gf = {name: timing.gflops(flops) for name, timing in t.items()}
-            gf.setdefault("naive", float("nan"))
-            seconds = {f"{name}_s": t[name].median if name in t else float("nan") for name in gf}
-            row = {"shape": str(shape), "op": op, "dispatch": dispatch(op, shape), "threads": threads, "flops": flops,
-                   **{f"{name}_gflops": round(v, 1) for name, v in gf.items()}, **seconds,
-                   "tuned_vs_numpy": round(gf["tuned"] / gf["numpy"], 3),
-                   "tuned_vs_sgemm": round(gf["tuned"] / gf["sgemm"], 3),
-                   "tuned_vs_naive": round(gf["tuned"] / gf["naive"], 2),
-                   "tuned_pct_peak": round(100 * gf["tuned"] / peak, 1),
-                   "sgemm_pct_peak": round(100 * gf["sgemm"] / peak, 1),
-                   "peak_gflops": round(peak, 1), "blas_kernel": blas["architecture"],
-                   "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE") or "unset"}
-            rows.append(row)
-            progress(row)
+                timings = time_op(op, shape, rounds, torch, skip_naive=skip)
+            rows.append(row(op, shape, timings, peak, flops, threads))
+            progress(rows[-1])
     if csv_path:
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return rows, peak, blas
+        write_csv(rows, csv_path)
+    return rows, peak, torch
+
+
+def model_step(model, batch, seq, rounds, progress=print):
+    """Every matmul of one GPT-2 training step, forward and backward, timed per matmul kind and summed
+    (times the number of layers) for every contender; rows per matmul and op, then the step's total."""
+    threads = machine.max_threads()
+    peak = fma_peak(threads)
+    torch = optional_torch(threads)
+    rows, total = [], {}
+    for matmul in ops.model_matmuls(model, batch, seq):
+        for op in ("forward", "backward"):
+            flops = sum(ops.KERNELS[k].problem(matmul.shape).flops for k in ops.OPS[op])
+            with measure.thread_count(threads):
+                timings = time_op(op, matmul.shape, rounds, torch, bias=matmul.bias, skip_naive=True)
+            rows.append({"matmul": f"{matmul.name} x{matmul.count}", **row(op, matmul.shape, timings, peak, flops,
+                                                                           threads)})
+            progress(rows[-1])
+            for name, timing in timings.items():
+                total[name] = total.get(name, 0.0) + matmul.count * timing.median
+    step_flops = sum(r["flops"] * int(r["matmul"].rsplit("x", 1)[1]) for r in rows)
+    summary = {name: {"seconds": s, "gflops": step_flops / s / 1e9} for name, s in total.items()}
+    return rows, summary, peak, torch
+
+
+def write_csv(rows, path):
+    fields = list(dict.fromkeys(key for r in rows for key in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

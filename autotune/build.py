@@ -25,6 +25,10 @@ class Built:
     seconds: float  # wall time to import, compile included
     compiled: bool  # False when numba took every function from its cache
 
+    def function(self, kernel):
+        """The kernel's entry function (an ops.Kernel's `entry`) in the built module."""
+        return getattr(self.module, kernel.entry)
+
 
 def build(source, flags):
     """Import `source` as a module compiled with numba.core.config `flags` (e.g. SLP_VECTORIZE=1)."""
@@ -42,9 +46,10 @@ def build(source, flags):
     return Built(module, seconds, _compiled_any(module))
 
 
-def kernel_function(kernel, config):
-    """The compiled entry function of `kernel` (an ops.Kernel) rendered with `config`."""
-    return getattr(build(render.render(kernel, config), render.COMPILE_FLAGS).module, kernel.entry)
+def build_kernel(kernel, config):
+    """`kernel` (an ops.Kernel) rendered with `config` and built; its function is `.module.<kernel.entry>`,
+    also `Built.function(kernel)`."""
+    return build(render.render(kernel, config), render.COMPILE_FLAGS)
 
 
 @contextlib.contextmanager

@@ -1,22 +1,35 @@
-"""The import API: validate the arrays, then run this machine's winner for the shape.
+"""The import API: validate the arrays, then run this machine's choice for the size.
 
     import tuned
     tuned.matmul_forward(out, inp, weight, bias)                    # out = inp @ weight.T + bias
     tuned.matmul_backward(dinp, dweight, dbias, dout, inp, weight)  # accumulates, as llm.c does
 
-A shape nobody tuned runs space.default_config() (never an error). Records from another
-machine, numba version or template version are skipped with one warning per directory.
+Per kernel and size (M, N, K): a size tuned on this machine runs its winner (or BLAS with beta,
+where BLAS won); a size nobody tuned runs the nearest tuned size's choice, moved to valid values
+for this size, or the analytical model's config when nothing near was tuned. Records from another
+machine, target, numba version or template version are skipped with one warning per directory.
 """
 import os
 import warnings
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-from autotune import build, machine, render, space, store
+from autotune import build, search, space, store
 from autotune.ops import KERNELS, Problem
 
+NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
 _FLOAT32 = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What runs for one problem: a config (or None for BLAS), where that came from, and its source."""
+    config: space.Config | None
+    origin: str  # "tuned", "nearest tuned <problem>" or "analytical model"
+    source: str | None = None  # a stored winner's exact source; else rendered from config
+    compile_flags: dict | None = None
 
 
 class Winners:
@@ -28,7 +41,7 @@ class Winners:
         skipped = []
         for entry in store.entries(directory):
             if entry.status == "ok":
-                self.by_problem[entry.problem] = entry
+                self.by_problem[entry.record.problem] = entry
             else:
                 skipped.append(f"{entry.path.name} ({entry.status}: {entry.reason})")
         if skipped:
@@ -36,24 +49,35 @@ class Winners:
                           stacklevel=4)
         self.functions = {}
 
+    def choice(self, problem):
+        """The Choice for `problem`."""
+        entry = self.by_problem.get(problem)
+        if entry is not None:
+            record = entry.record
+            return Choice(None if record.use == "blas" else record.config, "tuned", entry.source, record.compile_flags)
+        tuned = [r.record for r in self.by_problem.values() if r.record.problem.kernel == problem.kernel]
+        near = min(tuned, key=lambda r: search.distance(r.problem, problem), default=None)
+        if near is not None and search.distance(near.problem, problem) <= NEAR:
+            origin = f"nearest tuned {near.problem}"
+            if near.use == "blas":
+                return Choice(None, origin)
+            config = space.nearest_choice(near.config, problem)
+            if space.invalid_reason(config, problem) is None:
+                return Choice(config, origin)
+        return Choice(space.analytical_config(problem), "analytical model")
+
     def function(self, problem):
         """(callable, numba thread count) for `problem`; the count is None where it does not matter
         (a serial kernel or BLAS), so the call path skips setting it."""
         if problem not in self.functions:
-            entry = self.by_problem.get(problem)
-            kernel = KERNELS[problem.kernel]
-            if entry:
-                config = space.Config.from_dict(entry.record["config"])
-                source, flags = entry.source, entry.record["compile_flags"]
-            else:
-                config = space.default_config()
-                source, flags = render.render(kernel, config), render.COMPILE_FLAGS
-            threads = min(config.threads, machine.max_threads())
-            if entry and entry.record.get("use") == "blas":  # numpy/BLAS won the final comparison
+            kernel, choice = KERNELS[problem.kernel], self.choice(problem)
+            if choice.config is None:
                 self.functions[problem] = (kernel.blas, None)
             else:
-                module = build.build(source, flags).module
-                self.functions[problem] = (getattr(module, kernel.entry), threads if threads > 1 else None)
+                built = (build.build(choice.source, choice.compile_flags) if choice.source
+                         else build.build_kernel(kernel, choice.config))
+                threads = choice.config.threads
+                self.functions[problem] = (built.function(kernel), threads if threads > 1 else None)
         return self.functions[problem]
 
 
@@ -80,24 +104,28 @@ def _run(kernel, dims, *arrays):
         target = _dispatch[key] = winners().function(Problem(kernel, *dims))
     fn, threads = target
     if threads is not None and numba.get_num_threads() != threads:
-        numba.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     fn(*arrays)
+
+
+_NO_ARRAY = np.empty(0, np.float32)
+_NO_ARRAY.flags.writeable = False  # a kernel must not write it: it stands for "no bias"
+_NO_SUMS = np.empty(0, np.float32)  # stands for "no dbias"; empty, so nothing is written
 
 
 def matmul_forward(out, inp, weight, bias=None):
     """out[B,T,OC] = inp[B,T,C] @ weight[OC,C].T + bias[OC]; float32, C-contiguous; bias may be None."""
-    B, T, C = _check("inp", inp, ndim=3)
-    OC, _ = _check("weight", weight, (None, C), names="(OC, C)")
-    _check("out", out, (B, T, OC), names="(B, T, OC)", writable=True)
-    if bias is not None:
-        _check("bias", bias, (OC,), names="(OC,)")
+    arrays = {"inp": inp, "weight": weight, "out": out, "bias": bias}
+    if not _valid(FORWARD, arrays):
+        _explain(FORWARD, arrays)
+    B, T, C = inp.shape
+    OC = weight.shape[0]
     _no_overlap([("out", out)], [("inp", inp), ("weight", weight), ("bias", bias)])
     if 0 in (B, T, C, OC):
         out[...] = 0.0 if bias is None else bias
         return
     M = B * T
-    bias = np.zeros(OC, np.float32) if bias is None else bias
-    _run("forward", (M, OC, C), out.reshape(M, OC), inp.reshape(M, C), weight, bias)
+    _run("forward", (M, OC, C), out.reshape(M, OC), inp.reshape(M, C), weight, _NO_ARRAY if bias is None else bias)
 
 
 def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
@@ -105,13 +133,11 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
 
     dout is (B,T,OC), inp and dinp (B,T,C), weight and dweight (OC,C), dbias (OC,) or None.
     """
-    B, T, OC = _check("dout", dout, ndim=3)
-    _, _, C = _check("inp", inp, (B, T, None), names="(B, T, C)")
-    _check("weight", weight, (OC, C), names="(OC, C)")
-    _check("dinp", dinp, (B, T, C), names="(B, T, C)", writable=True)
-    _check("dweight", dweight, (OC, C), names="(OC, C)", writable=True)
-    if dbias is not None:
-        _check("dbias", dbias, (OC,), names="(OC,)", writable=True)
+    arrays = {"dout": dout, "inp": inp, "weight": weight, "dinp": dinp, "dweight": dweight, "dbias": dbias}
+    if not _valid(BACKWARD, arrays):
+        _explain(BACKWARD, arrays)
+    B, T, OC = dout.shape
+    C = inp.shape[2]
     _no_overlap([("dinp", dinp), ("dweight", dweight), ("dbias", dbias)],
                 [("dout", dout), ("inp", inp), ("weight", weight)])
     M = B * T
@@ -121,44 +147,73 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
         return
     dout2, inp2 = dout.reshape(M, OC), inp.reshape(M, C)
     _run("backward_input", (M, C, OC), dinp.reshape(M, C), dout2, weight)
-    no_dbias = np.empty(0, np.float32)
-    _run("backward_weight", (OC, C, M), dweight, no_dbias if dbias is None else dbias, dout2, inp2)
+    _run("backward_weight", (OC, C, M), dweight, _NO_SUMS if dbias is None else dbias, dout2, inp2)
 
 
-def _check(name, array, shape=None, ndim=None, names=None, writable=False):
-    """Validate one argument before any kernel (compiled without bounds checks) sees it; its shape.
-    A valid argument passes one cheap test (at small sizes validation costs as much as the
-    kernel); only an invalid one pays for finding which rule it breaks."""
-    if (type(array) is np.ndarray and array.dtype == _FLOAT32 and _fits(array.shape, shape, ndim)
-            and array.flags.c_contiguous and (array.flags.writeable or not writable)):
-        return array.shape
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array of float32, got {type(array).__name__}")
-    if array.dtype != np.float32:
-        raise TypeError(f"{name} must be float32, got {array.dtype}")
-    ndim = ndim or len(shape)
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions {names or ''}, got shape {array.shape}")
-    if not _fits(array.shape, shape, ndim):
-        expected = tuple("?" if want is None else want for want in shape)
-        raise ValueError(f"{name} has shape {array.shape}, expected {names} = {expected}".replace("'", ""))
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray makes a copy that is)")
-    if writable and not array.flags.writeable:
-        raise ValueError(f"{name} is read-only, but it receives the result")
-    return array.shape
+# What each entry point takes: (argument, its dimensions by name, written?, may be None?), in the
+# order that fixes the dimensions (the first argument with a dimension defines it).
+FORWARD = (("inp", ("B", "T", "C"), False, False), ("weight", ("OC", "C"), False, False),
+           ("out", ("B", "T", "OC"), True, False), ("bias", ("OC",), False, True))
+BACKWARD = (("dout", ("B", "T", "OC"), False, False), ("inp", ("B", "T", "C"), False, False),
+            ("weight", ("OC", "C"), False, False), ("dinp", ("B", "T", "C"), True, False),
+            ("dweight", ("OC", "C"), True, False), ("dbias", ("OC",), True, True))
 
 
-def _fits(got, shape, ndim):
-    """Whether shape `got` matches `shape` (None: any length there), or has `ndim` dimensions."""
-    if shape is None:
-        return len(got) == ndim
-    return got == shape or (len(got) == len(shape) and all(w is None or w == g for w, g in zip(shape, got)))
+def _valid(spec, arrays):
+    """One cheap test of every argument (at small sizes validation costs as much as the kernel)."""
+    sizes = {}
+    for name, dims, written, optional in spec:
+        array = arrays[name]
+        if array is None and optional:
+            continue
+        if not (type(array) is np.ndarray and array.dtype == _FLOAT32 and array.ndim == len(dims)
+                and array.flags.c_contiguous and (array.flags.writeable or not written)):
+            return False
+        for dim, size in zip(dims, array.shape):
+            if sizes.setdefault(dim, size) != size:
+                return False
+    return True
+
+
+def _explain(spec, arrays):
+    """Raise the error that names the first argument breaking a rule, with the shape expected of it:
+    each dimension as most arguments have it (the earliest one on a tie)."""
+    sizes = _agreed_sizes(spec, arrays)
+    for name, dims, written, optional in spec:
+        array = arrays[name]
+        if array is None and optional:
+            continue
+        want = tuple(sizes.get(d, "?") for d in dims)
+        expected = f"({', '.join(dims)}{',' if len(dims) == 1 else ''}) = {str(want).replace(chr(39), '')}"
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array of float32 {expected}, got {type(array).__name__}")
+        if array.dtype != np.float32:
+            raise TypeError(f"{name} must be float32, got {array.dtype} (use {name}.astype(np.float32))")
+        if array.ndim != len(dims):
+            raise ValueError(f"{name} must have {len(dims)} dimensions {expected}, got shape {array.shape}")
+        if array.shape != want:
+            raise ValueError(f"{name} has shape {array.shape}, expected {expected}")
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray({name}) makes a copy that is)")
+        if written and not array.flags.writeable:
+            raise ValueError(f"{name} is read-only, but it receives the result")
+    raise AssertionError("_explain found nothing wrong")  # _valid and _explain disagree: a bug here
+
+
+def _agreed_sizes(spec, arrays):
+    """{dimension: the size most arguments with that dimension give it}; a tie goes to the earliest."""
+    seen = {}
+    for name, dims, _, _ in spec:
+        array = arrays[name]
+        if isinstance(array, np.ndarray) and array.ndim == len(dims):
+            for dim, size in zip(dims, array.shape):
+                seen.setdefault(dim, []).append(size)
+    return {dim: max(sizes, key=lambda size: (sizes.count(size), -sizes.index(size))) for dim, sizes in seen.items()}
 
 
 def _no_overlap(outputs, inputs):
     """No output may share memory with an input or another output: the kernel would read what it wrote."""
     for i, (name, array) in enumerate(outputs):
         for other_name, other in outputs[i + 1:] + inputs:
-            if other is not None and np.may_share_memory(array, other):
+            if array is not None and other is not None and np.may_share_memory(array, other):
                 raise ValueError(f"{name} overlaps {other_name} in memory: the result would overwrite its input")

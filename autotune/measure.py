@@ -1,35 +1,82 @@
-"""Timing: warm-up, repeats, median and spread; BLAS in the same process at the same threads.
+"""Timing on a noisy machine: interleaved rounds, paired ratios, and decisions with confidence.
 
-OpenBLAS worker threads spin for about 0.1 s after a call and slow a kernel timed right after,
-so comparisons interleave the contenders and pause after every BLAS call.
+These 2-core machines drift by 10-30% over minutes (other tenants, clocks); a slow drift hits
+contenders timed in the same short window alike. So nothing is compared across separate runs:
+contenders are timed in rounds, each round one burst per contender in a fresh random order
+(random interleaving), and a comparison is the per-round ratio of two contenders, whose median
+and bootstrap interval say how much faster one is and whether the difference beats the noise.
+OpenBLAS worker threads spin for about 0.1 s after a call and slow what runs next: every BLAS
+call is followed by a pause.
 """
 import contextlib
 import os
+import random
 import statistics
 import time
 from dataclasses import dataclass
 
 import numba
+import numpy as np
 import threadpoolctl
 
 BLAS_SETTLE_S = 0.3
+NOISE_THRESHOLD = 0.02  # a difference under 2% is never acted on (criterion.rs's default)
+CONFIDENCE = 0.95  # of the bootstrap interval of a paired ratio
+BOOTSTRAP_SAMPLES = 2000
+FINAL_MIN_ROUNDS = 6  # a paired interval needs a few rounds (6 of 6 the same way: p = 0.03)
 
 
 @dataclass(frozen=True)
 class Timing:
-    median: float  # seconds
+    median: float  # seconds per call
     low: float  # 25th percentile
     high: float  # 75th percentile
-    repeats: int
+    samples: tuple  # seconds per call, one per round, in round order
 
     @classmethod
     def of(cls, samples):
-        samples = sorted(samples)
-        quartile = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
-        return cls(statistics.median(samples), quartile(0.25), quartile(0.75), len(samples))
+        ordered = sorted(samples)
+        quartile = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return cls(statistics.median(ordered), quartile(0.25), quartile(0.75), tuple(samples))
+
+    @property
+    def rounds(self):
+        return len(self.samples)
 
     def gflops(self, flops):
         return flops / self.median / 1e9
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """How many times faster `a` ran than `b` in paired rounds (b's time / a's time per round):
+    the median ratio and its bootstrap interval."""
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    def verdict(self, threshold=NOISE_THRESHOLD):
+        """"faster" or "slower" when the interval excludes 1 and the median differs by more than the
+        noise threshold; else "within noise"."""
+        if self.low > 1 and self.median > 1 + threshold:
+            return "faster"
+        if self.high < 1 and self.median < 1 / (1 + threshold):
+            return "slower"
+        return "within noise"
+
+    def describe(self):
+        return f"{self.median:.3f}x ({CONFIDENCE:.0%} interval {self.low:.3f}-{self.high:.3f}, {self.rounds} rounds)"
+
+
+def speedup(a, b, seed=0):
+    """Speedup of Timing `a` over Timing `b`, paired by round."""
+    ratios = np.array(b.samples) / np.array(a.samples)
+    rng = np.random.default_rng(seed)
+    medians = np.median(ratios[rng.integers(0, len(ratios), (BOOTSTRAP_SAMPLES, len(ratios)))], axis=1)
+    tail = (1 - CONFIDENCE) / 2
+    return Speedup(float(np.median(ratios)), float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail)),
+                   len(ratios))
 
 
 @contextlib.contextmanager
@@ -44,32 +91,40 @@ def thread_count(n):
         numba.set_num_threads(previous)
 
 
-def seconds(fn):
+def seconds(fn, calls=1):
+    """Seconds per call of `calls` back-to-back calls."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
 
 
-def time_call(fn, budget_s=1.0, min_repeats=3, max_repeats=20, cutoff_s=None):
-    """Median of repeats after one warm-up call; as many repeats as fit the budget.
-    A warm-up slower than `cutoff_s` is the only sample: no need to time a loser precisely."""
-    first = seconds(fn)
-    if cutoff_s is not None and first > cutoff_s:
-        return Timing.of([first])
-    repeats = int(max(min_repeats, min(max_repeats, budget_s / max(first, 1e-9))))
-    return Timing.of([seconds(fn) for _ in range(repeats)])
+def settle():
+    """Let OpenBLAS's worker threads stop spinning before anything else is timed."""
+    time.sleep(BLAS_SETTLE_S)
 
 
-def compare(contenders, rounds=5, blas_names=()):
-    """Interleaved timing of {name: fn}. Each round times every contender over a short burst of
-    back-to-back calls (so small shapes are timed warm, not waking threads); medians of rounds."""
-    calls = {name: _burst_length(fn) for name, fn in contenders.items()}
+def compare(contenders, rounds=5, blas_names=(), seed=None, budget_s=None, max_rounds=12):
+    """Interleaved timing of {name: fn}: {name: Timing}. Each round times every contender over a short
+    burst of back-to-back calls (so small shapes are timed warm, not waking threads), in a random
+    order per round; a pause follows every contender named in `blas_names`. With `budget_s`, as
+    many rounds as fit it, at least `rounds` and at most `max_rounds`."""
+    calls, round_s = {}, 0.0
+    for name, fn in contenders.items():
+        calls[name] = _burst_length(fn)
+        round_s += calls[name] * seconds(fn) + (BLAS_SETTLE_S if name in blas_names else 0.0)
+        if name in blas_names:
+            settle()
+    if budget_s is not None:
+        rounds = max(rounds, min(max_rounds, int(budget_s / round_s)))
+    order, shuffle = list(contenders), random.Random(seed).shuffle
     samples = {name: [] for name in contenders}
     for _ in range(rounds):
-        for name, fn in contenders.items():
-            samples[name].append(seconds(lambda: [fn() for _ in range(calls[name])]) / calls[name])
+        shuffle(order)
+        for name in order:
+            samples[name].append(seconds(contenders[name], calls[name]))
             if name in blas_names:
-                time.sleep(BLAS_SETTLE_S)
+                settle()
     return {name: Timing.of(s) for name, s in samples.items()}
 
 
@@ -79,12 +134,29 @@ def _burst_length(fn, burst_s=0.05):
 
 
 def blas_info():
-    """Which BLAS numpy runs here and whether the OpenBLAS kernel was forced by the environment."""
-    info = next((i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"), {})
-    return {
-        "library": info.get("internal_api", "unknown"),
-        "version": info.get("version"),
-        "architecture": info.get("architecture"),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-    }
+    """Which BLAS libraries run here (numpy's and scipy's), their kernels, and whether the
+    OpenBLAS kernel was forced by the environment."""
+    libraries = [f"{i['internal_api']} {i.get('version')} {i.get('architecture')} ({os.path.basename(i['filepath'])})"
+                 for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    numpy_blas = next((i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"), {})
+    return {"library": numpy_blas.get("internal_api", "unknown"), "version": numpy_blas.get("version"),
+            "architecture": numpy_blas.get("architecture"), "libraries": libraries,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE") or "unset"}
 
+
+def side_by_side(kernel, problem, kernels, threads, budget_s, baselines=("blas", "numpy"), seed=1):
+    """The final comparison of a search: {name: Timing} of the generated `kernels` ({name: (threads,
+    function)}) and of the kernel's `baselines` at `threads`, interleaved on one set of arrays."""
+    arrays = kernel.inputs(problem, seed=seed)
+    contenders = {name: on_threads(n, lambda fn=fn: kernel.call(fn, arrays)) for name, (n, fn) in kernels.items()}
+    contenders.update({name: lambda f=kernel.baseline(name): kernel.call(f, arrays) for name in baselines})
+    with thread_count(threads):
+        return compare(contenders, rounds=FINAL_MIN_ROUNDS, blas_names=baselines, budget_s=budget_s)
+
+
+def on_threads(threads, fn):
+    """`fn` preceded by setting numba's thread count to `threads` (what its kernel was rendered for)."""
+    def call():
+        numba.set_num_threads(threads)
+        fn()
+    return call

@@ -2,18 +2,26 @@
 
 Generated kernels run without bounds checks, so a bad candidate can segfault; one can also loop
 for ever. The search renders the source and hands it to a child process that keeps the
-problem's reference and timing arrays for the whole search. The parent waits at most the trial's
-time limit; a child that dies or overruns is killed and replaced for the next trial.
+problem's references, its timing arrays and the study's anchor kernel for the whole search. The
+parent waits at most the trial's time limit; a child that dies or overruns is killed and replaced.
+
+A candidate is timed in rounds interleaved with the anchor (a fixed config of the study), and
+its score is the median per-round ratio of its time to the anchor's: a slow drift of the machine
+slows both alike and cancels. After each round the parent says whether to go on (racing: a
+candidate far behind after two rounds is not timed further).
 """
 import multiprocessing
+import random
 import signal
+
+import numpy as np
 
 from autotune import build, measure, ops, render, space, verify
 
 # A forked child inherits the parent's numba/OpenMP threads in an unknown state: start fresh.
 CONTEXT = multiprocessing.get_context("spawn")
-STARTUP_LIMIT_S = 600.0  # building the float64 reference of a large problem takes a while
-TIMING_BUDGET_S = 1.0  # per trial, after one warm-up call
+STARTUP_LIMIT_S = 600.0  # building the float64 references of a large problem takes a while
+BURST_S = 0.05  # each contender's share of a round: back-to-back calls of at least this long
 
 
 class CandidateFailed(Exception):
@@ -21,10 +29,10 @@ class CandidateFailed(Exception):
 
 
 class Sandbox:
-    """A child process that evaluates candidates of one kernel at one problem size."""
+    """A child process that evaluates candidates of one kernel at one problem size against an anchor."""
 
-    def __init__(self, kernel, problem, time_limit_s):
-        self.kernel, self.problem, self.time_limit_s = kernel, problem, time_limit_s
+    def __init__(self, kernel, problem, anchor, time_limit_s):
+        self.kernel, self.problem, self.anchor, self.time_limit_s = kernel, problem, anchor, time_limit_s
         self._process = self._connection = None
 
     def __enter__(self):
@@ -33,15 +41,22 @@ class Sandbox:
     def __exit__(self, *exc):
         self.close()
 
-    def evaluate(self, source, config, cutoff_s):
-        """Timing of `source` (a dict: median_s, spread_s, repeats, compile_s, compiled), or CandidateFailed."""
+    def evaluate(self, source, config, keep_going):
+        """Time `source` (rendered from `config`) against the anchor: a dict with `ratios` (candidate /
+        anchor seconds per round), `seconds` (the candidate's, per round), `compile_s` and `compiled`;
+        or CandidateFailed. After each round keep_going(ratios so far) says whether to time another."""
         if self._process is None:
             self._start()
-        self._connection.send((source, config.params(), cutoff_s))
-        status, payload = self._receive(self.time_limit_s, "the trial time limit")
-        if status == "failed":
-            raise CandidateFailed(payload)
-        return payload
+        self._connection.send((source, config.params()))
+        ratios = []
+        while True:
+            status, payload = self._receive(self.time_limit_s, "the trial time limit")
+            if status == "failed":
+                raise CandidateFailed(payload)
+            if status == "done":
+                return payload
+            ratios.append(payload)
+            self._connection.send(keep_going(ratios))
 
     def close(self):
         if self._process is not None:
@@ -52,7 +67,8 @@ class Sandbox:
 
     def _start(self):
         parent_end, child_end = CONTEXT.Pipe()
-        self._process = CONTEXT.Process(target=_serve, args=(child_end, self.kernel.name, self.problem),
+        self._process = CONTEXT.Process(target=_serve, args=(child_end, self.kernel.name, self.problem,
+                                                             self.anchor.params()),
                                         daemon=True, name=f"autotune-{self.kernel.name}")
         self._process.start()
         child_end.close()
@@ -84,34 +100,50 @@ def _describe_exit(code):
     return f"exit code {code}"
 
 
-def _serve(connection, kernel_name, problem):
-    """The child: answer (source, params, cutoff) requests until the parent closes the pipe."""
+def _serve(connection, kernel_name, problem, anchor_params):
+    """The child: answer one (source, config params) at a time until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
     kernel = ops.KERNELS[kernel_name]
-    reference = verify.Reference(kernel, problem, seed=0)
+    verifier = verify.Verifier(kernel, problem)
+    measure.settle()  # the references were BLAS calls
     arrays = kernel.inputs(problem, seed=1)  # timed in place; results are not checked
+    anchor_config = space.Config.from_dict(anchor_params)
+    anchor_fn = build.build_kernel(kernel, anchor_config).function(kernel)
+    anchor = measure.on_threads(anchor_config.threads, lambda: kernel.call(anchor_fn, arrays))
+    anchor()  # warm-up
+    calls = max(1, int(BURST_S / max(measure.seconds(anchor), 1e-7)))
     connection.send(("ready", None))
     while True:
         try:
-            source, params, cutoff_s = connection.recv()
+            source, params = connection.recv()
         except EOFError:
             return
         try:
-            answer = ("ok", evaluate(kernel, source, space.Config.from_dict(params), reference, arrays, cutoff_s))
+            _evaluate(connection, kernel, source, space.Config.from_dict(params), verifier, arrays, anchor, calls)
         except Exception as error:
-            answer = ("failed", describe(error))
-        connection.send(answer)
+            connection.send(("failed", describe(error)))
 
 
-def evaluate(kernel, source, config, reference, arrays, cutoff_s):
-    """Build `source`, check it against `reference`, time it on `arrays` (early stop past `cutoff_s`)."""
+def _evaluate(connection, kernel, source, config, verifier, arrays, anchor, calls):
+    """Build, verify, then time rounds of (anchor, candidate) in random order while the parent says go."""
     built = build.build(source, render.COMPILE_FLAGS)
-    fn = getattr(built.module, kernel.entry)
+    fn = built.function(kernel)
     with measure.thread_count(config.threads):
-        wrong = verify.check(kernel, fn, config, reference)
-        if wrong:
-            raise CandidateFailed(f"wrong result: {wrong}")
-        timing = measure.time_call(lambda: kernel.call(fn, arrays), TIMING_BUDGET_S, cutoff_s=cutoff_s)
-    return {"median_s": timing.median, "spread_s": [timing.low, timing.high], "repeats": timing.repeats,
-            "compile_s": round(built.seconds, 3), "compiled": built.compiled}
+        wrong = verifier.check(fn, config)
+    if wrong:
+        raise CandidateFailed(f"wrong result: {wrong}")
+    measure.settle()  # the references of the edge size were BLAS calls
+    run = {"candidate": measure.on_threads(config.threads, lambda: kernel.call(fn, arrays)), "anchor": anchor}
+    seconds = {"candidate": [], "anchor": []}
+    order = list(run)
+    while True:
+        random.shuffle(order)
+        for name in order:
+            seconds[name].append(measure.seconds(run[name], calls))
+        connection.send(("round", seconds["candidate"][-1] / seconds["anchor"][-1]))
+        if not connection.recv():
+            break
+    ratios = list(np.array(seconds["candidate"]) / np.array(seconds["anchor"]))
+    connection.send(("done", {"ratios": ratios, "seconds": seconds["candidate"], "anchor_seconds": seconds["anchor"],
+                              "compile_s": round(built.seconds, 3), "compiled": built.compiled}))
 

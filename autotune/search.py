@@ -1,30 +1,30 @@
-"""Search one problem with optuna: each trial renders a candidate, which a sandbox process builds,
-verifies and times.
+"""Search one problem with optuna: each trial proposes a config, which a sandbox process builds,
+verifies and times against the study's anchor; the best few are then timed side by side with the
+stored winner and BLAS, and a record changes only on a difference larger than the noise.
 
-One study per (kernel, M, N, K, machine fingerprint, template hash, search space), in an RDB
-storage (SQLite by default, PostgreSQL for many workers), so rerunning a search resumes it and
-workers sharing a storage share its studies. A candidate that fails to build, raises, is wrong,
-crashes its process or runs past the time limit fails its own trial with the reason in the
+The objective is the candidate's time relative to the anchor, measured in interleaved rounds, so
+a slow drift of the machine cancels; GF/s are reported beside it. Rounds race: a candidate that
+is not among the leaders after two rounds (optuna's successive-halving pruner) is not timed
+further, so a time budget compiles more candidates. A candidate that fails to build, raises, is
+wrong, crashes its process or runs past the time limit fails its own trial with the reason in the
 trial's user attributes; the study goes on.
 """
 import collections
+import dataclasses
 import datetime
-import hashlib
 import logging
 import math
 import os
-import random
-import re
+import statistics
 import threading
-import time
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import optuna
-import sqlalchemy.exc
 import tqdm
 
-from autotune import build, machine, measure, ops, render, sandbox, space, store
+from autotune import build, machine, measure, render, sandbox, space, store, study as studies
+from autotune.ops import KERNELS
 
 SAMPLERS = {
     "tpe": lambda problem: optuna.samplers.TPESampler(multivariate=True, seed=None),
@@ -32,11 +32,17 @@ SAMPLERS = {
     "grid": lambda problem: optuna.samplers.GridSampler({k: list(v) for k, v in space.choices(problem).items()}),
 }
 TRIAL_TIME_LIMIT_S = 120.0  # build + verify + time one candidate; past it the candidate is killed
-STORAGE_ATTEMPTS = 5
-HEARTBEAT_S = 20  # a worker that dies without a word has its running trial failed after 3 beats
-GIVE_UP_FACTOR = 3.0  # a candidate whose warm-up call is this much slower than the best gets one sample
+MAX_ROUNDS = 6  # rounds of (anchor, candidate) for a leader; the racing rungs are at 2 and 6
 MAX_PROPOSALS_PER_TRIAL = 50  # bounds the proposals (rejected ones, about 20 ms each, included)
-FINALISTS = 3  # best configs timed again side by side with BLAS at the end of a search
+FINALISTS = 3  # best configs timed again side by side with the stored winner and BLAS
+FINAL_BUDGET_S = 20.0  # of the final comparison's rounds (at least measure.FINAL_MIN_ROUNDS)
+COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+
+
+def racing_pruner():
+    """Successive halving over rounds: after 2 rounds a candidate goes on only if it is in the best
+    third of the candidates timed so far (or the best), likewise at 6."""
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
 
 
 # Set by the command line's SIGINT/SIGTERM handler. An interrupt that lands inside numba's compiler
@@ -44,74 +50,26 @@ FINALISTS = 3  # best configs timed again side by side with BLAS at the end of a
 INTERRUPTED = threading.Event()
 
 
-CandidateFailed = sandbox.CandidateFailed
-
-
-def default_storage():
-    return f"sqlite:///{build.cache_dir() / 'studies.sqlite3'}"
-
-
-def open_storage(url=None):
-    """optuna's RDB storage at `url` (SQLite by default, PostgreSQL for many workers), with
-    heartbeats: a trial whose worker died is failed by the next worker, never left running."""
-    url = url or default_storage()
-    if url.startswith("postgresql://"):  # the driver the postgres extra installs, whatever SQLAlchemy's default
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(STORAGE_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 4 and stable in use
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=3 * HEARTBEAT_S)
-        except sqlalchemy.exc.SQLAlchemyError:
-            # Two workers creating a new database race on its tables; the loser finds them made.
-            if attempt == STORAGE_ATTEMPTS - 1:
-                raise
-            time.sleep(0.2 + random.random())
-
-
-def study_name(problem):
-    """One study per kernel, size, machine, template version and search space: timings of other
-    templates do not mix, and optuna's categorical parameters keep their choices."""
-    template = render.template_hash(ops.KERNELS[problem.kernel])[:8]
-    choices = hashlib.sha256(repr(sorted(space.choices(problem).items())).encode()).hexdigest()[:6]
-    return (f"{problem.kernel}-M{problem.M}-N{problem.N}-K{problem.K}-{machine.fingerprint()['id']}"
-            f"-{template}-{choices}")
-
-
-def open_study(problem, storage=None, sampler="tpe"):
-    build.cache_dir().mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(study_name=study_name(problem), storage=open_storage(storage),
-                               sampler=SAMPLERS[sampler](problem), direction="minimize", load_if_exists=True)
-
-
 def warm_start(study, problem, directory, nearest=3):
     """Seed a new study with what won before on this machine: the winner and finalists of this
     size's own record (a new study of a tuned size means the templates or the search space changed
     since), then those of the `nearest` other tuned sizes of the same kernel (by log-distance of
-    M, N, K), each moved to the nearest valid choice; then the analytical model's config and the
-    loader's default. Records from other machines say nothing about this one."""
-    def distance(entry):
-        p = entry.problem
-        return sum(abs(math.log(a / b)) for a, b in ((p.M, problem.M), (p.N, problem.N), (p.K, problem.K)))
-
+    M, N, K), each moved to the nearest valid choice; then the analytical model's config.
+    Records from other machines say nothing about this one."""
     earlier = sorted((e for e in store.entries(directory) if e.status in ("ok", "stale")
-                      and e.problem.kernel == problem.kernel), key=distance)
-    same = [e for e in earlier if e.problem == problem]
-    others = [e for e in earlier if e.problem != problem][:nearest]
-    seeds = [*(config for e in same + others for config in _seed_configs(e.record)),
-             space.analytical_config(problem), space.default_config()]
+                      and e.record.problem.kernel == problem.kernel), key=lambda e: distance(e.record.problem, problem))
+    same = [e for e in earlier if e.record.problem == problem]
+    others = [e for e in earlier if e.record.problem != problem][:nearest]
+    seeds = [*(c for e in same + others for c in [e.record.config, *(f for f, _ in e.record.finalists)]),
+             space.analytical_config(problem)]
     for config in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds):
         if space.invalid_reason(config, problem) is None:
             study.enqueue_trial(config.params(), user_attrs={"seeded": True})
 
 
-def _seed_configs(record):
-    """A record's winner, then its other finalists (records before finalists were stored: the winner)."""
-    finalists = record.get("finalists")
-    configs = [f["config"] for f in finalists] if isinstance(finalists, list) else []
-    return [space.Config.from_dict(params) for params in [record["config"], *configs]]
+def distance(a, b):
+    """How far apart two problems' sizes are: the sum of |log ratio| of M, N and K."""
+    return sum(abs(math.log(x / y)) for x, y in ((a.M, b.M), (a.N, b.N), (a.K, b.K)))
 
 
 def suggest(trial, problem):
@@ -126,10 +84,10 @@ def suggest(trial, problem):
 
 
 class Objective:
-    """Seconds per call of the candidate a trial proposes (the study minimizes it)."""
+    """The candidate's time relative to the study's anchor (median of per-round ratios; the study minimizes it)."""
 
-    def __init__(self, kernel, problem, evaluator):
-        self.kernel, self.problem, self.evaluator = kernel, problem, evaluator  # a sandbox.Sandbox
+    def __init__(self, problem, evaluator):
+        self.problem, self.evaluator = problem, evaluator  # a sandbox.Sandbox
 
     def __call__(self, trial):
         trial.set_user_attr("pid", os.getpid())  # whose trial it is, if an interrupt strands it
@@ -143,7 +101,7 @@ class Objective:
         if earlier is not None:  # categorical spaces repeat themselves: never build or time twice
             trial.set_user_attr("repeat_of", earlier.number)
             if earlier.state == optuna.trial.TrialState.FAIL:
-                raise CandidateFailed(earlier.user_attrs.get("failure", "failed before"))
+                raise sandbox.CandidateFailed(earlier.user_attrs.get("failure", "failed before"))
             return earlier.value
         try:
             return self._evaluate(trial, config)
@@ -154,102 +112,179 @@ class Objective:
             raise
 
     def _evaluate(self, trial, config):
-        cutoff = GIVE_UP_FACTOR * _best_value(trial.study)
-        result = self.evaluator.evaluate(render.render(self.kernel, config), config, cutoff)
+        def keep_going(ratios):
+            trial.report(statistics.median(ratios), step=len(ratios))
+            if len(ratios) < MAX_ROUNDS and not trial.should_prune():
+                return True
+            if len(ratios) < MAX_ROUNDS:
+                trial.set_user_attr("raced_out", f"behind the leaders after {len(ratios)} rounds")
+            return False
+
+        result = self.evaluator.evaluate(render.render(KERNELS[self.problem.kernel], config), config, keep_going)
         trial.set_user_attr("compile_s", result["compile_s"])
         trial.set_user_attr("compiled", result["compiled"])
-        if result["repeats"] == 1:
-            trial.set_user_attr("stopped_early", f"over {GIVE_UP_FACTOR}x the best so far: timed once")
-        trial.set_user_attr("gflops", round(self.problem.flops / result["median_s"] / 1e9, 2))
-        trial.set_user_attr("spread_s", result["spread_s"])
-        return result["median_s"]
+        trial.set_user_attr("rounds", len(result["ratios"]))
+        trial.set_user_attr("gflops", round(self.problem.flops / statistics.median(result["seconds"]) / 1e9, 2))
+        return statistics.median(result["ratios"])
 
 
-def _progress(bar, problem, counted):
+def _progress(bar, problem):
     def update(study, trial):
-        if trial.state in counted:
+        if trial.state in COUNTED:
             bar.update(1)
-            best = _best_value(study)
+            best = _best_trial(study)
             failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
-            bar.set_postfix_str((f"best {problem.flops / best / 1e9:.1f} GF/s, " if best < float("inf") else "")
+            bar.set_postfix_str((f"best {best.user_attrs.get('gflops', '?')} GF/s, " if best else "")
                                 + f"{failed} failed")
     return update
 
 
-def _best_value(study):
+def _best_trial(study):
     try:
-        return study.best_value
+        return study.best_trial
     except ValueError:  # no complete trial yet
-        return float("inf")
+        return None
 
 
 def _same_params(trial):
     """An earlier trial of the same config: a finished one (its result is reused) or one another
     worker is running now. Trials an interrupt stranded do not count."""
-    finished = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                         optuna.trial.TrialState.FAIL))
+    finished = [t for t in trial.study.get_trials(deepcopy=False, states=COUNTED)
                 if not (t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs)]
     running = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                if t.number < trial.number]
     return next((t for t in finished + running if t.params == trial.params), None)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a search (or a pull) did for one problem: the record it measured for its best config,
+    whether that record is now the stored one, and why."""
+    record: store.Record
+    stored: bool
+    decision: str
+
+
 def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, directory=None,
            progress=True, time_limit_s=TRIAL_TIME_LIMIT_S):
-    """Tune `kernel` for `shape` until its study holds `trials` trials; store and return the winner."""
+    """Tune `kernel` for `shape` until its study holds `trials` evaluated trials, then decide what
+    tuned/ keeps (Outcome)."""
     optuna.logging.set_verbosity(logging.ERROR)  # failed trials: reasons in the study and the final table
     problem = kernel.problem(shape)
-    study = open_study(problem, storage, sampler)
+    directory = store.tuned_dir(directory)
+    study = studies.open_study(problem, storage, SAMPLERS[sampler](problem), racing_pruner(), shape)
     if not study.trials:
-        study.set_user_attr("shape", str(shape))
-        warm_start(study, problem, store.tuned_dir(directory))
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
+        warm_start(study, problem, directory)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=COUNTED))
     if remaining > 0:  # rejected configs cost no compile and do not count; stop at `trials` evaluated ones
         earlier = {t.number for t in study.trials}
         try:
-            with (sandbox.Sandbox(kernel, problem, time_limit_s) as evaluator,
+            with (sandbox.Sandbox(kernel, problem, studies.anchor_of(study), time_limit_s) as evaluator,
                   tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar):
-                study.optimize(Objective(kernel, problem, evaluator), n_trials=MAX_PROPOSALS_PER_TRIAL * remaining,
+                study.optimize(Objective(problem, evaluator), n_trials=MAX_PROPOSALS_PER_TRIAL * remaining,
                                timeout=timeout, catch=(Exception,), gc_after_trial=False,
-                               callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted),
-                                          _progress(bar, problem, counted)])
+                               callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED),
+                                          _progress(bar, problem)])
         except KeyboardInterrupt:
             _fail_interrupted(study, earlier)
             raise
-    record, source = final_record(study, kernel, problem, str(shape))
-    record["stored"] = store.save(record, source, store.tuned_dir(directory))
-    return record
+    return finish(study, kernel, problem, directory)
 
 
 def pull(storage, directory=None):
-    """Store the winners of every study in `storage` made on this machine kind with the current
-    templates (after timing their finalists here, beside BLAS); returns (records, skipped names)."""
+    """Finish every study in `storage` made on this machine kind with the current templates (time its
+    finalists here beside the stored winner and BLAS, store what wins); returns (outcomes, skipped names)."""
     optuna.logging.set_verbosity(logging.WARNING)
-    records, skipped = [], []
-    shared = open_storage(storage)
-    for name in sorted(optuna.get_all_study_names(shared)):
-        problem = problem_of_study(name)
-        if problem is None or study_name(problem) != name:  # another machine, template or search space
-            skipped.append(name)
-            continue
-        study = optuna.load_study(study_name=name, storage=shared)
-        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            skipped.append(name)
-            continue
-        kernel = ops.KERNELS[problem.kernel]
-        record, source = final_record(study, kernel, problem, study.user_attrs.get("shape", "?"))
-        record["stored"] = store.save(record, source, store.tuned_dir(directory))
-        records.append(record)
-    return records, skipped
+    current, skipped = studies.current_studies(storage)
+    directory = store.tuned_dir(directory)
+    outcomes = []
+    for study in current:
+        problem = studies.problem_of(study)
+        outcomes.append(finish(study, KERNELS[problem.kernel], problem, directory))
+    return outcomes, skipped
 
 
-def problem_of_study(name):
-    """The Problem a study name (see study_name) is about, or None for a name not of that form."""
-    match = re.fullmatch(r"(\w+)-M(\d+)-N(\d+)-K(\d+)-\w+-\w+-\w+", name)
-    if match is None or match[1] not in ops.KERNELS:
+def finish(study, kernel, problem, directory):
+    """Time the study's finalists side by side with the stored winner (if any) and BLAS; store the
+    fastest finalist if there was no winner or it beats the winner beyond the noise."""
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") for t in study.trials}
+        raise RuntimeError(f"no candidate for {problem} passed verification: {sorted(filter(None, reasons))[:3]}")
+    configs = finalists(study)
+    incumbent = _incumbent(problem, directory)
+    functions = {c.label(): (c.threads, build.build_kernel(kernel, c).function(kernel)) for c in configs}
+    if incumbent is not None and incumbent.record.config not in configs:
+        built = build.build(incumbent.source, incumbent.record.compile_flags)
+        functions[incumbent.record.config.label()] = (incumbent.record.config.threads, built.function(kernel))
+    timings = measure.side_by_side(kernel, problem, functions, configs[0].threads, FINAL_BUDGET_S)
+    best = min(configs, key=lambda c: timings[c.label()].median)
+    against_blas = measure.speedup(timings[best.label()], timings["blas"])
+    source = render.render(kernel, best)
+    record = store.Record(
+        problem=problem, shape=study.user_attrs.get("shape", "?"), config=best,
+        use="blas" if against_blas.verdict() == "slower" else "kernel",
+        seconds=timings[best.label()].median, spread=(timings[best.label()].low, timings[best.label()].high),
+        rounds=timings[best.label()].rounds,
+        baselines={name: timings[name].median for name in ("blas", "numpy")},
+        vs_blas=(against_blas.median, against_blas.low, against_blas.high), decision="",
+        finalists=tuple((c, timings[c.label()].median) for c in sorted(configs, key=lambda c: timings[c.label()].median)),
+        blas=measure.blas_info(), trials=_trial_counts(study),
+        compile_s=round(sum(t.user_attrs.get("compile_s", 0) for t in study.trials), 2),
+        search_s=round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
+        template=kernel.template, template_hash=render.template_hash(kernel),
+        source_sha256=store.source_digest(source), compile_flags=render.COMPILE_FLAGS,
+        fingerprint=machine.fingerprint(), versions=_versions(),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        replaces=incumbent.record.source_sha256 if incumbent else None)
+    decision = _decide(record, incumbent, timings)
+    if decision is None:
+        return Outcome(record, False, _kept(record, incumbent, timings))
+    record = dataclasses.replace(record, decision=decision)
+    return Outcome(record, store.save(record, source, directory), decision)
+
+
+def _incumbent(problem, directory):
+    """The entry of the stored winner for `problem` on this machine, or None."""
+    return next((e for e in store.entries(directory) if e.status == "ok" and e.record.problem == problem), None)
+
+
+def _decide(record, incumbent, timings):
+    """Why `record` should replace what tuned/ holds, or None to keep the stored winner."""
+    if incumbent is None:
+        return "no winner was stored for this size on this machine"
+    if record.config == incumbent.record.config:
         return None
-    return ops.Problem(match[1], int(match[2]), int(match[3]), int(match[4]))
+    versus = measure.speedup(timings[record.config.label()], timings[incumbent.record.config.label()])
+    if versus.verdict() == "faster":
+        return f"{versus.describe()} faster than the stored winner, timed side by side"
+    return None
+
+
+def _kept(record, incumbent, timings):
+    """Why the stored winner stays, in words."""
+    if record.config == incumbent.record.config:
+        return "the stored winner was found again"
+    versus = measure.speedup(timings[record.config.label()], timings[incumbent.record.config.label()])
+    return f"kept the stored winner: the new best ran {versus.describe()} of its speed ({versus.verdict()})"
+
+
+def finalists(study, count=FINALISTS):
+    """The best distinct configs of the study, best first."""
+    configs = []
+    for t in sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value):
+        config = space.Config.from_dict(t.params)
+        if config not in configs:
+            configs.append(config)
+    return configs[:count]
+
+
+def _trial_counts(study):
+    states = [t.state for t in study.trials]
+    failures = collections.Counter(t.user_attrs["failure"][:160] for t in study.trials if "failure" in t.user_attrs)
+    return {"complete": states.count(optuna.trial.TrialState.COMPLETE), "failed": states.count(optuna.trial.TrialState.FAIL),
+            "rejected": states.count(optuna.trial.TrialState.PRUNED),
+            "raced_out": sum("raced_out" in t.user_attrs for t in study.trials),
+            "study": study.study_name, "failures": failures.most_common(5)}
 
 
 def _fail_interrupted(study, earlier):
@@ -260,69 +295,6 @@ def _fail_interrupted(study, earlier):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
-def finalists(study, count=FINALISTS):
-    """The best distinct configs of the study at the best trial's thread count, best first."""
-    best_threads = study.best_trial.params["threads"]
-    configs = []
-    for t in sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value):
-        config = space.Config.from_dict(t.params)
-        if config.threads == best_threads and config not in configs:
-            configs.append(config)
-    return configs[:count]
-
-
-def final_record(study, kernel, problem, shape):
-    """Time the best configs again beside BLAS, interleaved, keep the fastest, and describe it.
-
-    Re-timing a few finalists side by side guards against the winner's curse: on a noisy machine
-    the best of many single measurements is often a lucky one."""
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") for t in study.trials}
-        raise RuntimeError(f"no candidate for {problem} passed verification: {sorted(filter(None, reasons))[:3]}")
-    configs = finalists(study)
-    arrays = kernel.inputs(problem, seed=1)
-    fns = [getattr(build.build(render.render(kernel, c), render.COMPILE_FLAGS).module, kernel.entry) for c in configs]
-    scratch = np.empty(arrays[kernel.outputs[0]].shape, np.float32)
-    contenders = {c.label(): (lambda fn=fn: kernel.call(fn, arrays)) for c, fn in zip(configs, fns)}
-    with measure.thread_count(configs[0].threads):
-        timings = measure.compare({**contenders, "numpy": lambda: kernel.call(kernel.blas, arrays),
-                                   "sgemm": lambda: kernel.sgemm(arrays, scratch)},
-                                  rounds=5, blas_names=("numpy", "sgemm"))
-        naive = measure.time_call(lambda: kernel.naive(arrays), budget_s=2.0, min_repeats=1, max_repeats=5)
-    config = min(configs, key=lambda c: timings[c.label()].median)
-    source = render.render(kernel, config)
-    tuned, flops = timings[config.label()], problem.flops
-    use = "blas" if timings["numpy"].median < tuned.median else "kernel"  # never slower than BLAS
-    states = [t.state for t in study.trials]
-    record = {
-        "kernel": kernel.name, "M": problem.M, "N": problem.N, "K": problem.K, "shape": str(shape),
-        "config": config.params(), "config_label": config.label(),
-        "finalists": [{"config": c.params(), "label": c.label(), "median_s": timings[c.label()].median}
-                      for c in configs],
-        "use": use, "median_s": tuned.median, "spread_s": [tuned.low, tuned.high], "repeats": tuned.repeats,
-        "gflops": tuned.gflops(flops),
-        "baselines": {
-            "numpy_s": timings["numpy"].median, "numpy_gflops": timings["numpy"].gflops(flops),
-            "numpy_ratio": timings["numpy"].median / tuned.median,
-            "sgemm_s": timings["sgemm"].median, "sgemm_gflops": timings["sgemm"].gflops(flops),
-            "sgemm_ratio": timings["sgemm"].median / tuned.median,
-            "naive_s": naive.median, "naive_gflops": naive.gflops(flops),
-            "threads": config.threads, "blas": measure.blas_info(),
-        },
-        "trials": {"complete": states.count(optuna.trial.TrialState.COMPLETE), "failed": states.count(optuna.trial.TrialState.FAIL),
-                   "rejected": states.count(optuna.trial.TrialState.PRUNED), "study": study.study_name,
-                   "failures": collections.Counter(t.user_attrs["failure"][:160] for t in study.trials
-                                                   if "failure" in t.user_attrs).most_common(5)},
-        "compile_s": round(sum(t.user_attrs.get("compile_s", 0) for t in study.trials), 2),
-        "search_s": round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
-        "compile_flags": render.COMPILE_FLAGS, "template": kernel.template,
-        "template_hash": render.template_hash(kernel), "source_sha256": store.source_digest(source),
-        "fingerprint": machine.fingerprint(), "versions": _versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    return record, source
-
-
 def _versions():
-    import numba, numpy
-    return {"numba": numba.__version__, "numpy": numpy.__version__, "optuna": optuna.__version__}
+    import numba
+    return {"numba": numba.__version__, "numpy": np.__version__, "optuna": optuna.__version__}

@@ -76,18 +76,20 @@ SERIAL_FLOPS = 4e6  # below this a parallel region costs more than it saves (abo
 
 
 def analytical_config(problem, caches=None, target=None):
-    """The BLIS analytical model (Low et al., 2016) mapped onto the choices: the config a size nobody
-    tuned runs, and a seed of every search.
+    """The BLIS analytical model (Low et al., 2016) for this target and its caches: the config a size
+    nobody tuned runs, the anchor every candidate of a search is timed against, and a seed of every
+    search (moved to the problem's choices). One config per kernel for all sizes but the smallest, so
+    a program that meets many untuned sizes compiles it once.
 
     Register block: NR = 2 vectors; MR the largest choice whose accumulators, B row and broadcast fit
     the registers, with at least FMA_PIPES * FMA_LATENCY accumulators to hide FMA latency. KC: the
     MR x KC and KC x NR micro-panels fill 3/4 of L1. MC: the MC x KC block of A fills half of L2;
-    NC: KC x NC of B fills half of L3. Small problems run on one thread.
+    NC: KC x NC of B fills half of L3. Problems under SERIAL_FLOPS run on one thread.
     """
     caches = caches or machine.cache_sizes()
     target = target or machine.target()
-    options = choices(problem, target)
-    nr = max(n for n in options["nr"] if n <= 2 * target.lanes)
+    options = choices(target=target)
+    nr = 2 * target.lanes
     fitting = [m for m in options["mr"] if registers_needed(m, nr, target.lanes) <= target.registers
                and m * nr // target.lanes >= FMA_PIPES * FMA_LATENCY] or [min(options["mr"])]
     mr = max(fitting)
@@ -95,23 +97,18 @@ def analytical_config(problem, caches=None, target=None):
     row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
     col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
     threads = 1 if problem.flops < SERIAL_FLOPS else max(options["threads"])
-    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True)
-    while "row_tiles" in (invalid_reason(config, problem, target) or ""):
-        config = replace(config, row_tiles=config.row_tiles // 2)
-    while "col_panels" in (invalid_reason(config, problem, target) or ""):
-        config = replace(config, col_panels=config.col_panels // 2)
-    return config
+    return Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True)
 
 
 def _largest_at_most(options, bound):
     return max([v for v in options if v <= bound] or [min(options)])
 
 
-def nearest_choice(config, problem):
+def nearest_choice(config, problem, target=None):
     """`config` with each value outside the problem's choices replaced by the nearest choice (by
-    ratio; the first option for a categorical value): a winner of a larger size, e.g. kc=1024
-    where K is 768, still seeds a search at this one."""
-    options = choices(problem)
+    ratio; the first option for a categorical value), and tasks shrunk until they span no more than
+    the problem: a winner of a larger size, e.g. kc=1024 where K is 768, still seeds a search here."""
+    options = choices(problem, target)
 
     def nearest(name, value):
         if value in options[name]:
@@ -120,11 +117,15 @@ def nearest_choice(config, problem):
             return options[name][0]
         return min(options[name], key=lambda v: abs(math.log(v / value)))
 
-    return Config.from_dict({name: nearest(name, value) for name, value in config.params().items()})
+    moved = Config.from_dict({name: nearest(name, value) for name, value in config.params().items()})
+    for name in ("row_tiles", "col_panels"):
+        while getattr(moved, name) > 1 and name in (invalid_reason(moved, problem, target) or ""):
+            moved = replace(moved, **{name: getattr(moved, name) // 2})
+    return moved
 
 
-def in_choices(config, problem):
-    options = choices(problem)
+def in_choices(config, problem, target=None):
+    options = choices(problem, target)
     return all(value in options[name] for name, value in config.params().items())
 
 

@@ -3,8 +3,9 @@
     tuned/forward-65536x768x768-1a2b3c4d5e.json   what won, how fast, against what, on which machine
     tuned/forward-65536x768x768-1a2b3c4d5e.py     the winner's generated source, with a results header
 
-Writes are atomic (temporary file + os.replace) under a lock, and a slower result never replaces
-a faster one for the same key. A record is used only if it is intact and was made on this
+A Record is built once, by the search's final comparison, and read by load, report, pull and the
+command line; its JSON form is Record.to_json / Record.from_json. Writes are atomic (temporary
+file + os.replace) under a lock. A record is used only if it is intact and was made on this
 machine fingerprint with the current templates; anything else is reported, never trusted.
 """
 import contextlib
@@ -15,14 +16,102 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from autotune import machine, render
+from autotune import machine, measure, render
 from autotune.build import write_atomic
 from autotune.ops import KERNELS, Problem
+from autotune.space import Config
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tuned"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tuned"  # the `tuned` package, beside `autotune`
 SOURCE_MARKER = "# ---- generated source, exactly as built ----\n"
-REQUIRED = ("kernel", "M", "N", "K", "config", "fingerprint", "template_hash", "source_sha256",
-            "compile_flags", "median_s")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored winner: what won, how fast against what, on which machine, and how it was found.
+
+    Times are medians of the search's final comparison: the finalists, the stored winner they had to
+    beat and the baselines, interleaved in one process at the winner's thread count."""
+    problem: Problem
+    shape: str  # the llm.c shape it was searched as
+    config: Config
+    use: str  # "kernel", or "blas" where BLAS with beta beat the kernel beyond the noise
+    seconds: float  # the kernel's median seconds per call
+    spread: tuple  # its 25th and 75th percentiles
+    rounds: int
+    baselines: dict  # {"blas" | "numpy": median seconds per call} (bench times every other contender)
+    vs_blas: tuple  # the kernel's paired speedup over BLAS with beta: (median, low, high)
+    decision: str  # why this record was stored, in words
+    finalists: tuple  # ((Config, median seconds), ...) of the final comparison, fastest first
+    blas: dict  # measure.blas_info()
+    trials: dict  # complete, failed, rejected, study, failures
+    compile_s: float
+    search_s: float
+    template: str
+    template_hash: str
+    source_sha256: str
+    compile_flags: dict
+    fingerprint: dict
+    versions: dict
+    date: str
+    replaces: str | None = None  # source_sha256 of the record this one was timed against, if any
+
+    @property
+    def gflops(self):
+        return self.problem.flops / self.seconds / 1e9
+
+    def speedup_over(self, baseline):
+        """How many times faster the kernel ran than `baseline` (a key of baselines), by medians."""
+        return self.baselines[baseline] / self.seconds
+
+    def beats(self, other):
+        """Whether this record's kernel is faster than `other`'s beyond the noise threshold, judged by
+        their paired speedups over BLAS (each measured against BLAS in its own run, so drift cancels)."""
+        return self.vs_blas[0] > other.vs_blas[0] * (1 + measure.NOISE_THRESHOLD)
+
+    def to_json(self):
+        return {
+            "kernel": self.problem.kernel, "M": self.problem.M, "N": self.problem.N, "K": self.problem.K,
+            "shape": self.shape, "config": self.config.params(), "config_label": self.config.label(),
+            "use": self.use, "seconds": self.seconds, "spread": list(self.spread), "rounds": self.rounds,
+            "gflops": round(self.gflops, 2), "baselines": self.baselines, "vs_blas": list(self.vs_blas),
+            "decision": self.decision,
+            "finalists": [{"config": c.params(), "seconds": s} for c, s in self.finalists],
+            "blas": self.blas, "trials": self.trials, "compile_s": self.compile_s, "search_s": self.search_s,
+            "template": self.template, "template_hash": self.template_hash, "source_sha256": self.source_sha256,
+            "compile_flags": self.compile_flags, "fingerprint": self.fingerprint, "versions": self.versions,
+            "date": self.date, "replaces": self.replaces,
+        }
+
+    @classmethod
+    def from_json(cls, d):
+        """The Record of a JSON object; KeyError, TypeError or ValueError if it is not one."""
+        return cls(
+            problem=Problem(d["kernel"], int(d["M"]), int(d["N"]), int(d["K"])), shape=d["shape"],
+            config=Config.from_dict(d["config"]), use=d["use"], seconds=float(d["seconds"]),
+            spread=tuple(d["spread"]), rounds=int(d["rounds"]), baselines=dict(d["baselines"]),
+            vs_blas=tuple(d["vs_blas"]), decision=d["decision"],
+            finalists=tuple((Config.from_dict(f["config"]), float(f["seconds"])) for f in d["finalists"]),
+            blas=dict(d["blas"]), trials=dict(d["trials"]), compile_s=d["compile_s"], search_s=d["search_s"],
+            template=d["template"], template_hash=d["template_hash"], source_sha256=d["source_sha256"],
+            compile_flags=dict(d["compile_flags"]), fingerprint=dict(d["fingerprint"]), versions=dict(d["versions"]),
+            date=d["date"], replaces=d.get("replaces"))
+
+    def summary(self):
+        """The header lines of a stored kernel: what it is, where it won and by how much."""
+        b, p = self.baselines, self.problem
+        runs = "; BLAS beat it, so the loader calls BLAS for this size" if self.use == "blas" else ""
+        return [
+            f"Tuned winner: {p.kernel} M={p.M} N={p.N} K={p.K} (searched as {self.shape})",
+            f"config: {self.config.label()}{runs}",
+            f"{self.gflops:.1f} GF/s on {self.config.threads} thread(s), median of {self.rounds} interleaved rounds;",
+            f"  {self.vs_blas[0]:.2f}x BLAS with beta = 1 (95% interval {self.vs_blas[1]:.2f}-{self.vs_blas[2]:.2f}), "
+            f"{self.speedup_over('numpy'):.2f}x numpy on 2-D arrays;",
+            f"  BLAS: {'; '.join(self.blas['libraries'])}; OPENBLAS_CORETYPE {self.blas['OPENBLAS_CORETYPE']}.",
+            f"machine: {self.fingerprint['cpu']}, target {self.fingerprint['target']} ({self.fingerprint['id']}), "
+            f"numba {self.fingerprint['numba']}; {self.trials['complete']} trials timed, {self.trials['failed']} failed; "
+            f"{self.date}",
+            f"stored because: {self.decision}",
+        ]
 
 
 def tuned_dir(override=None):
@@ -42,26 +131,23 @@ class Entry:
     path: Path
     status: str  # "ok", "foreign", "stale" or "corrupt"
     reason: str
-    record: dict | None = None
+    record: Record | None = None
     source: str | None = None
-
-    @property
-    def problem(self):
-        r = self.record
-        return Problem(r["kernel"], r["M"], r["N"], r["K"])
 
 
 def save(record, source, directory):
-    """Store a winner unless this machine already has a faster one for the same key; True if stored."""
+    """Store a winner; True if stored. The search decided it against the record it found (`replaces`);
+    if another search stored a different record since, this one must beat that one beyond the noise."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = stem(Problem(record["kernel"], record["M"], record["N"], record["K"]), record["fingerprint"]["id"])
+    name = stem(record.problem, record.fingerprint["id"])
     with _locked(directory):
         current = read(directory / f"{name}.json")
-        if current.status == "ok" and current.record["median_s"] <= record["median_s"]:
+        if (current.status == "ok" and current.record.source_sha256 != record.replaces
+                and not record.beats(current.record)):
             return False
-        header = "".join(f"# {line}\n" for line in record_summary(record))
+        header = "".join(f"# {line}\n" for line in record.summary())
         write_atomic(directory / f"{name}.py", header + SOURCE_MARKER + source)
-        write_atomic(directory / f"{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_atomic(directory / f"{name}.json", json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
     return True
 
 
@@ -73,43 +159,35 @@ def entries(directory):
 def read(path):
     """The record at `path` with its status; a missing file reads as corrupt."""
     try:
-        record = json.loads(path.read_text())
-        missing = [key for key in REQUIRED if key not in record] if isinstance(record, dict) else ["all"]
-        if missing:
-            return Entry(path, "corrupt", f"missing fields {missing}")
+        record = Record.from_json(json.loads(path.read_text()))
         text = path.with_suffix(".py").read_text()
         source = text.split(SOURCE_MARKER, 1)[1] if SOURCE_MARKER in text else ""
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return Entry(path, "corrupt", f"{type(error).__name__}: {error}")
-    if source_digest(source) != record["source_sha256"]:
+    if source_digest(source) != record.source_sha256:
         return Entry(path, "corrupt", f"{path.with_suffix('.py').name} does not match its record's hash", record)
-    if record["kernel"] not in KERNELS:
-        return Entry(path, "corrupt", f"unknown kernel {record['kernel']!r}", record)
+    if record.problem.kernel not in KERNELS:
+        return Entry(path, "corrupt", f"unknown kernel {record.problem.kernel!r}", record)
     here = machine.fingerprint()
-    if record["fingerprint"] != here:
-        changed = sorted(k for k in here if record["fingerprint"].get(k) != here[k])
-        return Entry(path, "foreign", f"made on another machine or numba ({', '.join(changed)} differ)", record)
-    if record["template_hash"] != render.template_hash(KERNELS[record["kernel"]]):
+    if record.fingerprint != here:
+        changed = sorted(k for k in here if record.fingerprint.get(k) != here[k])
+        return Entry(path, "foreign", f"made on another machine, target or numba ({', '.join(changed)} differ)", record)
+    if record.template_hash != render.template_hash(KERNELS[record.problem.kernel]):
         return Entry(path, "stale", "templates changed since it was tuned", record)
     return Entry(path, "ok", "", record, source)
 
 
-def record_summary(r):
-    """The header lines of a stored kernel: what it is, where it won and by how much."""
-    base = r["baselines"]
-    return [
-        f"Tuned winner: {r['kernel']} M={r['M']} N={r['N']} K={r['K']} (searched as {r['shape']})",
-        f"config: {r['config_label']}" + ("; numpy/BLAS was faster, so the loader calls BLAS for this size"
-                                          if r.get("use") == "blas" else ""),
-        f"{r['gflops']:.1f} GF/s, median of {r['repeats']} = {r['median_s'] * 1e3:.3f} ms at {r['config']['threads']} threads;"
-        f" {base['numpy_ratio']:.2f}x numpy ({base['numpy_gflops']:.1f} GF/s), {base['sgemm_ratio']:.2f}x bare sgemm,",
-        f"  BLAS {base['blas']['library']} {base['blas']['architecture']} "
-        f"(OPENBLAS_CORETYPE={base['blas']['OPENBLAS_CORETYPE']}), measured interleaved in the same process;",
-        f"  naive llm.c loop {base['naive_gflops']:.1f} GF/s.",
-        f"machine: {r['fingerprint']['cpu']} ({r['fingerprint']['id']}), numba {r['fingerprint']['numba']};"
-        f" {r['trials']['complete']} trials timed, {r['trials']['failed']} failed, {r['trials']['rejected']} rejected;"
-        f" {r['date']}",
-    ]
+def check_writable(directory):
+    """Raise OSError, with what to do, unless `directory` can be created and written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"cannot write winners to {directory} ({error.strerror or error}); "
+                      f"choose another folder with --tuned-dir DIR or AUTOTUNE_TUNED_DIR") from None
 
 
 @contextlib.contextmanager
@@ -120,4 +198,3 @@ def _locked(directory):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-

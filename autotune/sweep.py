@@ -2,10 +2,9 @@
 timing the naive loop, the tuned op (as `import tuned` dispatches it) and numpy/BLAS, with
 log-log plots of time against tensor elements like the article's Fig. 1 and 2.
 """
-import csv
 import itertools
 
-from autotune import bench, ops, search
+from autotune import bench, measure, ops, search
 
 # The article's ranges: B 4..128, T 64..2048, C = OC 48..1536. The default subset (27 shapes) takes
 # three values of each up to the headline shape, so it runs in minutes; --full takes every
@@ -14,7 +13,7 @@ SUBSET = {"B": (4, 16, 64), "T": (64, 256, 1024), "C": (48, 192, 768)}
 NAIVE_MAX_GFLOP = 200  # past this the naive loop takes minutes per call and is not timed
 FULL = {"B": (4, 8, 16, 32, 64, 128), "T": (64, 128, 256, 512, 1024, 2048),
         "C": (48, 96, 192, 384, 768, 1536)}
-CONTENDERS = ("naive", "tuned", "numpy")
+CONTENDERS = ("naive", "tuned", "numpy", "BLAS beta")
 
 
 def grid(full=False):
@@ -32,16 +31,13 @@ def tune(shapes, trials, storage=None, progress=print):
 
 
 def run(shapes, rounds=3, csv_path="sweep.csv", plot_prefix="sweep", progress=print):
-    rows, peak, blas = bench.run(shapes, ("forward", "backward"), rounds, csv_path=None, progress=progress,
-                                 naive_max_gflop=NAIVE_MAX_GFLOP)
+    rows, peak, torch = bench.run([ops.Shape.parse(s) for s in shapes], ("forward", "backward"), rounds,
+                                  progress=progress, naive_max_gflop=NAIVE_MAX_GFLOP)
     for row in rows:
         B, T, C, OC = (int(part.split("=")[1]) for part in row["shape"].split(","))
         row["elements"] = B * T * C  # the article's x axis: elements of the input tensor
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows, plot(rows, plot_prefix, blas)
+    bench.write_csv(rows, csv_path)
+    return rows, plot(rows, plot_prefix, measure.blas_info())
 
 
 def plot(rows, prefix, blas):
@@ -56,8 +52,8 @@ def plot(rows, prefix, blas):
     for op in ("forward", "backward"):
         fig, ax = plt.subplots(figsize=(7, 5))
         op_rows = sorted((r for r in rows if r["op"] == op), key=lambda r: (r["elements"], r["flops"]))
-        for name, marker in zip(CONTENDERS, "os^"):  # points, not lines: one x can hold several shapes
-            ax.plot([r["elements"] for r in op_rows], [r[f"{name}_s"] for r in op_rows], marker, label=name,
+        for name, marker in zip(CONTENDERS, "os^v"):  # points, not lines: one x can hold several shapes
+            ax.plot([r["elements"] for r in op_rows], [r[f"{name} s"] for r in op_rows], marker, label=name,
                     markersize=5, alpha=0.7)
         ax.set(xscale="log", yscale="log", xlabel="elements of inp (B*T*C)", ylabel="seconds per call (median)",
                title=f"matmul {op}: C = OC, {op_rows[0]['threads']} threads, BLAS {blas['architecture']}")

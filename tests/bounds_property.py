@@ -9,7 +9,7 @@ import sys
 import numba
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from autotune import build, render, space, verify
+from autotune import build, space, verify
 from autotune.ops import KERNELS, Problem
 
 assert numba.config.BOUNDSCHECK, "run with NUMBA_BOUNDSCHECK=1"
@@ -30,10 +30,10 @@ def cases(draw):
 @given(cases())
 def test_in_bounds_and_correct(case):
     kernel, config, problem = case
-    fn = getattr(build.build(render.render(kernel, config), render.COMPILE_FLAGS).module, kernel.entry)
+    fn = build.build_kernel(kernel, config).function(kernel)
     numba.set_num_threads(config.threads)
-    assert verify.Reference(kernel, problem, seed=problem.M).check(fn) is None, (config, problem)
-    assert verify.check(kernel, fn, config, verify.Reference(kernel, Problem(kernel.name, 3, 5, 2))) is None
+    assert verify.Reference(kernel, problem, seed=problem.M, exact=True).check(fn) is None, (config, problem)
+    assert verify.Verifier(kernel, Problem(kernel.name, 3, 5, 2)).check(fn, config) is None
 
 
 if __name__ == "__main__":

@@ -9,27 +9,32 @@ os.environ["AUTOTUNE_TUNED_DIR"] = os.path.join(_session, "tuned")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from autotune import build, machine, render, space, store  # noqa: E402
-from autotune.ops import KERNELS  # noqa: E402
+from autotune import build, machine, measure, render, space, store  # noqa: E402
+from autotune.ops import KERNELS, Problem  # noqa: E402
 
-# A sample of the space: each register block size, both loop orders, K blocks small enough to
-# split every test size, tasks of one tile and of many, operands packed and read in place.
+LANES = machine.target().lanes
+
+
+def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True):
+    """A Config whose NR is `vectors` of this target's vectors: the same sample on AVX2 and AVX-512."""
+    return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a)
+
+
+# A sample of the space that is valid on every target (at most 15 vector registers): register
+# blocks of one to four vectors, both loop orders, K blocks small enough to split every test size,
+# tasks of one tile and of many, A packed and read in place, one thread and two.
 SAMPLE_CONFIGS = [
-    space.Config(mr=4, nr=16, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1),
-    space.Config(mr=8, nr=32, kc=256, row_tiles=4, col_panels=8, order="panels-outer", threads=2),
-    space.Config(mr=12, nr=32, kc=128, row_tiles=2, col_panels=2, order="rows-outer", threads=2),
-    space.Config(mr=6, nr=16, kc=64, row_tiles=1, col_panels=4, order="panels-outer", threads=2),
-    space.Config(mr=16, nr=16, kc=512, row_tiles=32, col_panels=16, order="rows-outer", threads=1),
-    space.Config(mr=4, nr=16, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1, pack=False),
-    space.Config(mr=12, nr=32, kc=128, row_tiles=2, col_panels=2, order="panels-outer", threads=2, pack=False),
+    config(4, 1, 64, 1, 1, "rows-outer", 1),
+    config(6, 2, 128, 2, 3, "panels-outer", 2),
+    config(3, 3, 64, 4, 2, "rows-outer", 2, pack_a=False),
+    config(2, 4, 64, 1, 8, "panels-outer", 1, pack_a=False),
+    config(12, 1, 256, 2, 2, "rows-outer", 2, pack_a=False),
 ]
-# Every (kernel, config) of the sample that the kernel's template offers (the forward always packs).
-SAMPLE_CASES = [(name, config) for name in sorted(KERNELS) for config in SAMPLE_CONFIGS
-                if config.pack in KERNELS[name].pack_options]
+SAMPLE_CASES = [(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
 
 
 def kernel_function(kernel, config):
-    return getattr(build.build(render.render(kernel, config), render.COMPILE_FLAGS).module, kernel.entry)
+    return build.build_kernel(kernel, config).function(kernel)
 
 
 @pytest.fixture
@@ -37,18 +42,18 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def make_record(median_s=1.0, **changes):
-    config = space.default_config()
+def make_record(seconds=1.0, vs_blas=1.0, **changes):
+    """A forward Record at M=10 N=20 K=30 with the analytical config, as a search would store it."""
+    problem = Problem("forward", 10, 20, 30)
+    config = space.analytical_config(problem)
     source = render.render(KERNELS["forward"], config)
-    record = {
-        "kernel": "forward", "M": 10, "N": 20, "K": 30, "shape": "B=1,T=10,C=30,OC=20",
-        "config": config.params(), "config_label": config.label(),
-        "median_s": median_s, "spread_s": [median_s, median_s], "repeats": 3, "gflops": 1.0,
-        "baselines": {"numpy_ratio": 1.0, "numpy_gflops": 1.0, "sgemm_ratio": 1.0, "naive_gflops": 1.0,
-                      "blas": {"library": "openblas", "architecture": "X", "OPENBLAS_CORETYPE": None}},
-        "trials": {"complete": 1, "failed": 0, "rejected": 0}, "date": "today",
-        "fingerprint": machine.fingerprint(), "template_hash": render.template_hash(KERNELS["forward"]),
-        "compile_flags": render.COMPILE_FLAGS, "source_sha256": store.source_digest(source),
-    }
-    record.update(changes)
-    return record, source
+    fields = dict(
+        problem=problem, shape="B=1,T=10,C=30,OC=20", config=config, use="kernel", seconds=seconds,
+        spread=(seconds, seconds), rounds=7, baselines={"numpy": 1.0, "blas": 1.0},
+        vs_blas=(vs_blas, vs_blas * 0.99, vs_blas * 1.01), decision="a test", finalists=((config, seconds),),
+        blas=measure.blas_info(), trials={"complete": 1, "failed": 0, "rejected": 0, "study": "s", "failures": []},
+        compile_s=1.0, search_s=1.0, template=KERNELS["forward"].template,
+        template_hash=render.template_hash(KERNELS["forward"]), source_sha256=store.source_digest(source),
+        compile_flags=render.COMPILE_FLAGS, fingerprint=machine.fingerprint(), versions={}, date="today")
+    fields.update(changes)
+    return store.Record(**fields), source

@@ -1,5 +1,6 @@
 """Every template with a sample of parameter sets, at sizes that do not divide the tiles."""
 import numba
+import numpy as np
 import pytest
 
 from autotune import verify
@@ -13,38 +14,54 @@ SIZES = [(1, 1, 1), (1, 17, 3), (13, 1, 130), (37, 83, 300), (97, 61, 257), (64,
 @pytest.mark.parametrize("name, config", SAMPLE_CASES,
                          ids=[f"{name}-{config.label().replace(' ', '_')}" for name, config in SAMPLE_CASES])
 def test_kernel_matches_float64_reference(name, config):
+    """Exact (integer inputs: bit for bit) and float passes, with the optional bias/dbias present and empty."""
     kernel = KERNELS[name]
     fn = kernel_function(kernel, config)
     numba.set_num_threads(config.threads)
+    optional = verify.optional_arrays(kernel)
     for M, N, K in SIZES:
         problem = Problem(kernel.name, M, N, K)
-        assert verify.Reference(kernel, problem, seed=M + N + K).check(fn) is None, problem
-    assert verify.check(kernel, fn, config, verify.Reference(kernel, Problem(kernel.name, 5, 7, 3))) is None
+        for exact in (True, False):
+            for without in ((), optional):
+                reference = verify.Reference(kernel, problem, seed=M + N + K, exact=exact, without=without)
+                assert reference.check(fn) is None, (problem, exact, without)
+    assert verify.Verifier(kernel, Problem(kernel.name, 5, 7, 3)).check(fn, config) is None
 
 
-@pytest.mark.parametrize("config", [SAMPLE_CONFIGS[1], SAMPLE_CONFIGS[-1]], ids=["packed", "unpacked"])
+@pytest.mark.parametrize("config", [SAMPLE_CONFIGS[1], SAMPLE_CONFIGS[2]], ids=["A-packed", "A-in-place"])
 @pytest.mark.parametrize("name", ["backward_input", "backward_weight"])
 def test_backward_accumulates_instead_of_overwriting(name, config):
-    """Run twice from known contents: the second call must add the same update again."""
+    """Run twice from known integer contents: the second call adds exactly the same update again."""
     kernel = KERNELS[name]
     fn = kernel_function(kernel, config)
     numba.set_num_threads(config.threads)
-    problem = Problem(kernel.name, 29, 45, 33)
-    arrays = kernel.inputs(problem)
-    start = {name: arrays[name].astype("float64") for name in kernel.outputs}
-    expected = {name: e for name, (e, _) in kernel.tolerance_terms(arrays).items()}
+    arrays = verify.integer_inputs(kernel, Problem(kernel.name, 29, 45, 33), seed=3)
+    start = {name: arrays[name].astype(np.float64) for name in kernel.outputs}
+    expected = {name: e for name, (e, _) in kernel.reference(arrays).items()}
     kernel.call(fn, arrays)
     kernel.call(fn, arrays)
     for name in kernel.outputs:
-        twice = start[name] + 2 * (expected[name] - start[name])
-        assert abs(arrays[name] - twice).max() < 1e-3, name
+        np.testing.assert_array_equal(arrays[name], start[name] + 2 * (expected[name] - start[name]), err_msg=name)
 
 
-def test_tolerance_holds_for_long_sums():
-    """dweight sums over B*T = 65536 rows; the forward over C = 3072: correct kernels stay inside the bound."""
+def test_the_float_tolerance_holds_for_long_sums_and_the_exact_pass_at_large_k():
+    """dweight sums over B*T = 65536 rows; the forward over C = 3072: correct kernels stay inside the
+    float bound and give integer inputs' sums bit for bit."""
     config = SAMPLE_CONFIGS[1]
     for name, size in [("backward_weight", (16, 40, 65536)), ("forward", (24, 40, 3072))]:
         kernel = KERNELS[name]
         fn = kernel_function(kernel, config)
         numba.set_num_threads(config.threads)
         assert verify.Reference(kernel, Problem(name, *size)).check(fn) is None, name
+        assert verify.Reference(kernel, Problem(name, *size), exact=True).check(fn) is None, name
+
+
+def test_inputs_are_read_only_to_every_kernel():
+    """The generated signatures declare inputs read-only: verification passes them so, and a kernel
+    that wrote one would not compile."""
+    config = SAMPLE_CONFIGS[0]
+    for name, kernel in KERNELS.items():
+        reference = verify.Reference(kernel, Problem(name, 5, 6, 7))
+        inputs = [n for n in kernel.arguments if n not in kernel.outputs]
+        assert not any(reference.arrays[n].flags.writeable for n in inputs)
+        assert reference.check(kernel_function(kernel, config)) is None

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tuned
-from autotune import load, store
+from autotune import load, space, store
 from autotune.ops import KERNELS, Problem
-from conftest import make_record
+from conftest import LANES, make_record
 
 
 def arrays(rng, B, T, C, OC):
@@ -78,11 +78,14 @@ BAD_FORWARD = [
     ("inp", lambda a: a["inp"].astype(np.float64), TypeError, "inp must be float32, got float64"),
     ("inp", lambda a: a["inp"].astype(np.int32), TypeError, "inp must be float32, got int32"),
     ("inp", lambda a: a["inp"].tolist(), TypeError, "inp must be a numpy array"),
-    ("inp", lambda a: a["inp"][:, :, ::2], ValueError, "inp must be C-contiguous"),
-    ("inp", lambda a: a["inp"].transpose(1, 0, 2), ValueError, "inp must be C-contiguous"),
-    ("inp", lambda a: a["inp"][0], ValueError, "inp must have 3 dimensions"),
-    ("weight", lambda a: np.ascontiguousarray(a["weight"][:, :4]), ValueError, "expected (OC, C) = (?, 5)"),
-    ("weight", lambda a: a["weight"].T, ValueError, "weight has shape (5, 7), expected"),
+    ("inp", lambda a: np.repeat(a["inp"], 2, axis=2)[:, :, ::2], ValueError, "inp must be C-contiguous"),
+    ("inp", lambda a: np.ascontiguousarray(a["inp"].transpose(1, 0, 2)).transpose(1, 0, 2), ValueError,
+     "inp must be C-contiguous"),
+    ("inp", lambda a: a["inp"][0], ValueError, "inp must have 3 dimensions (B, T, C) = (2, 3, 5), got shape (3, 5)"),
+    ("inp", lambda a: a["inp"].reshape(6, 5), ValueError, "inp must have 3 dimensions (B, T, C) = (2, 3, 5), got shape (6, 5)"),
+    ("weight", lambda a: np.ascontiguousarray(a["weight"][:, :4]), ValueError,
+     "weight has shape (7, 4), expected (OC, C) = (7, 5)"),
+    ("weight", lambda a: a["weight"].T, ValueError, "weight has shape (5, 7), expected (OC, C) = (7, 5)"),
     ("bias", lambda a: a["bias"][:6].copy(), ValueError, "bias has shape (6,), expected (OC,) = (7,)"),
     ("out", lambda a: a["out"][:, :2].copy(), ValueError, "out has shape (2, 2, 7), expected (B, T, OC) = (2, 3, 7)"),
     ("out", lambda a: np.ones((2, 3, 7), np.float64), TypeError, "out must be float32"),
@@ -98,11 +101,12 @@ def test_forward_rejects_bad_input(rng, argument, make, error, message):
 
 
 BAD_BACKWARD = [
-    ("dout", lambda a: a["dout"][:, :, :6].copy(), ValueError, "weight has shape (7, 5), expected (OC, C) = (6, 5)"),
+    ("dout", lambda a: a["dout"][:, :, :6].copy(), ValueError, "dout has shape (2, 3, 6), expected (B, T, OC) = (2, 3, 7)"),
     ("dinp", lambda a: a["dinp"][:1].copy(), ValueError, "dinp has shape (1, 3, 5), expected (B, T, C) = (2, 3, 5)"),
     ("dweight", lambda a: a["dweight"].astype(np.float16), TypeError, "dweight must be float32"),
     ("dbias", lambda a: np.zeros(8, np.float32), ValueError, "dbias has shape (8,), expected (OC,) = (7,)"),
-    ("inp", lambda a: a["inp"][:, :, :4].copy(), ValueError, "weight has shape (7, 5), expected (OC, C) = (7, 4)"),
+    ("inp", lambda a: a["inp"][:, :, :4].copy(), ValueError, "inp has shape (2, 3, 4), expected (B, T, C) = (2, 3, 5)"),
+    ("dbias", lambda a: [0.0] * 7, TypeError, "dbias must be a numpy array of float32 (OC,) = (7,), got list"),
     ("dinp", lambda a: a["inp"], ValueError, "dinp overlaps inp"),
     ("dweight", lambda a: a["weight"], ValueError, "dweight overlaps weight"),
 ]
@@ -131,10 +135,9 @@ def test_read_only_output_is_refused(rng):
 
 def test_foreign_and_corrupt_records_warn_once_and_fall_back(rng, tmp_path, monkeypatch):
     (tmp_path / "forward-6x7x5-abc.json").write_text("{not json")
-    record = {k: 0 for k in store.REQUIRED} | {"kernel": "forward", "M": 6, "N": 7, "K": 5,
-                                              "fingerprint": {"id": "elsewhere"}, "source_sha256": store.source_digest("")}
-    (tmp_path / "forward-6x7x5-elsewhere.json").write_text(json.dumps(record))
-    (tmp_path / "forward-6x7x5-elsewhere.py").write_text(store.SOURCE_MARKER)
+    record, source = make_record(problem=Problem("forward", 6, 7, 5), fingerprint={"id": "elsewhere"})
+    (tmp_path / "forward-6x7x5-elsewhere.json").write_text(json.dumps(record.to_json()))
+    (tmp_path / "forward-6x7x5-elsewhere.py").write_text(store.SOURCE_MARKER + source)
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
     a = arrays(rng, 2, 3, 5, 7)
     with pytest.warns(UserWarning, match=r"not using 2 record\(s\).*corrupt.*foreign"):
@@ -145,11 +148,22 @@ def test_foreign_and_corrupt_records_warn_once_and_fall_back(rng, tmp_path, monk
     np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)
 
 
-def test_a_size_where_blas_won_runs_blas(rng, tmp_path, monkeypatch):
+def test_a_size_where_blas_won_runs_blas_with_beta_and_so_do_its_neighbours(rng, tmp_path, monkeypatch):
     record, source = make_record(use="blas")  # forward M=10 N=20 K=30
     store.save(record, source, tmp_path)
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
-    a = arrays(rng, 1, 10, 30, 20)
-    forward_call(a)
-    assert load.winners().functions[Problem("forward", 10, 20, 30)][0] is KERNELS["forward"].blas
-    np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-5, atol=1e-5)
+    for B, T in ((1, 10), (1, 12)):  # the tuned size, and an untuned one next to it
+        a = arrays(rng, B, T, 30, 20)
+        forward_call(a)
+        assert load.winners().functions[Problem("forward", B * T, 20, 30)][0] is KERNELS["forward"].blas
+        np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_an_untuned_size_runs_the_nearest_tuned_choice_or_the_analytical_config(tmp_path, monkeypatch):
+    record, source = make_record(config=space.Config(3, 2 * LANES, 64, 2, 1, "rows-outer", 1))
+    store.save(record, source, tmp_path)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    near, far = Problem("forward", 12, 20, 30), Problem("forward", 4096, 768, 768)
+    assert load.winners().choice(near).config == record.config
+    assert load.winners().choice(near).origin == "nearest tuned forward M=10 N=20 K=30"
+    assert load.winners().choice(far) == load.Choice(space.analytical_config(far), "analytical model")

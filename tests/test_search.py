@@ -1,5 +1,6 @@
 """A real search on a tiny shape: broken, crashing and hanging candidates fail their trials, the winner is stored,
-the study resumes, and a fresh process loads the winner by import without compiling."""
+the study resumes, a rerun keeps the stored winner unless it loses beyond the noise, and a fresh process loads
+the winner by import without compiling."""
 import json
 import os
 import subprocess
@@ -8,16 +9,16 @@ import sys
 import optuna
 import pytest
 
-from autotune import render, search, space, store
+from autotune import build, machine, render, search, space, store, study as studies
 from autotune.ops import KERNELS, Problem, Shape
-from conftest import make_record
+from conftest import config, make_record
 
 SHAPE = Shape(B=2, T=19, C=40, OC=24)  # forward: M=38, N=24, K=40
-GOOD = space.Config(mr=4, nr=16, kc=64, row_tiles=2, col_panels=1, order="panels-outer", threads=1)
-WRONG = space.Config(mr=6, nr=16, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1)
-BROKEN = space.Config(mr=8, nr=16, kc=64, row_tiles=1, col_panels=2, order="panels-outer", threads=1)
-CRASHING = space.Config(mr=4, nr=32, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1)
-HANGING = space.Config(mr=6, nr=32, kc=64, row_tiles=1, col_panels=1, order="rows-outer", threads=1)
+GOOD = config(4, 1, 64, 2, 1, "panels-outer", 1)
+WRONG = config(6, 1, 64, 1, 1, "rows-outer", 1)
+BROKEN = config(5, 1, 64, 1, 2, "panels-outer", 1)
+CRASHING = config(4, 2, 64, 1, 1, "rows-outer", 1)
+HANGING = config(3, 2, 64, 1, 1, "rows-outer", 1)
 
 
 def params(config):
@@ -47,72 +48,102 @@ def sabotaged_render(monkeypatch):
 def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabotaged_render):
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     kernel = KERNELS["forward"]
-    study = search.open_study(kernel.problem(SHAPE), storage)
+    study = studies.open_study(kernel.problem(SHAPE), storage)
     for config in (WRONG, BROKEN, CRASHING, HANGING, GOOD):
         study.enqueue_trial(params(config))
-    record = search.search(kernel, SHAPE, trials=5, storage=storage, directory=tmp_path / "tuned", progress=False,
-                           time_limit_s=20)
+    outcome = search.search(kernel, SHAPE, trials=5, storage=storage, directory=tmp_path / "tuned", progress=False,
+                            time_limit_s=20)
 
-    study = search.open_study(kernel.problem(SHAPE), storage)
+    study = studies.open_study(kernel.problem(SHAPE), storage)
     failures = [t.user_attrs["failure"] for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert any(f.startswith("wrong result: out[") for f in failures), failures
     assert any("SyntaxError" in f for f in failures), failures
     assert any("the evaluating process died (killed by SIGSEGV)" in f for f in failures), failures
     assert any("killed: no result within the trial time limit (20 s)" in f for f in failures), failures
-    assert record["config"] == params(GOOD) and record["stored"]
-    assert record["trials"]["failed"] == 4 and record["trials"]["complete"] == 1
-    assert record["baselines"]["numpy_gflops"] > 0 and record["baselines"]["naive_gflops"] > 0
+    assert outcome.record.config == GOOD and outcome.stored
+    assert outcome.record.trials["failed"] == 4 and outcome.record.trials["complete"] == 1
+    assert outcome.record.baselines["blas"] > 0 and outcome.record.baselines["numpy"] > 0
 
     search.search(kernel, SHAPE, trials=7, storage=storage, directory=tmp_path / "tuned", progress=False)
-    counted = [t for t in search.open_study(kernel.problem(SHAPE), storage).trials
-               if t.state != optuna.trial.TrialState.PRUNED]
+    counted = [t for t in studies.open_study(kernel.problem(SHAPE), storage).trials if t.state in search.COUNTED]
     assert len(counted) == 7  # resumed: 5 earlier trials + 2 new ones
 
     [entry] = store.entries(tmp_path / "tuned")
     assert entry.status == "ok"
 
 
+def test_every_candidate_is_timed_against_the_studys_anchor(tmp_path):
+    """The objective is a time ratio to the anchor config: the anchor itself scores about 1."""
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    kernel = KERNELS["forward"]
+    study = studies.open_study(kernel.problem(SHAPE), storage)
+    anchor = studies.anchor_of(study)
+    assert anchor == space.analytical_config(kernel.problem(SHAPE))
+    study.enqueue_trial(params(anchor))
+    search.search(kernel, SHAPE, trials=1, storage=storage, directory=tmp_path / "tuned", progress=False)
+    [trial] = [t for t in studies.open_study(kernel.problem(SHAPE), storage).trials if t.state in search.COUNTED]
+    assert 0.5 < trial.value < 2.0 and trial.user_attrs["gflops"] > 0 and trial.user_attrs["rounds"] >= 2
+
+
+def test_a_rerun_keeps_the_stored_winner_unless_it_loses_beyond_the_noise(tmp_path, monkeypatch):
+    """The final comparison times the stored winner beside the new finalists; a record whose config
+    is found again, or one that is not beaten beyond the noise, is not rewritten."""
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    kernel = KERNELS["forward"]
+    studies.open_study(kernel.problem(SHAPE), storage).enqueue_trial(params(GOOD))
+    first = search.search(kernel, SHAPE, trials=1, storage=storage, directory=tmp_path / "tuned", progress=False)
+    assert first.stored
+    written = next((tmp_path / "tuned").glob("*.json")).read_text()
+
+    monkeypatch.setattr(search.measure, "speedup", lambda a, b, seed=0: search.measure.Speedup(1.01, 0.99, 1.03, 7))
+    again = search.search(kernel, SHAPE, trials=3, storage=storage, directory=tmp_path / "tuned", progress=False)
+    assert not again.stored and ("found again" in again.decision or "within noise" in again.decision)
+    assert next((tmp_path / "tuned").glob("*.json")).read_text() == written
+
+
 LOAD_IN_NEW_PROCESS = """
 import json
 import numpy as np, tuned
-from autotune import build, load
+from autotune import load
 from autotune.ops import Problem
 rng = np.random.default_rng(0)
-inp = rng.standard_normal((2, 19, 40), dtype=np.float32)
-weight = rng.standard_normal((24, 40), dtype=np.float32)
-bias = rng.standard_normal(24, dtype=np.float32)
-out = np.empty((2, 19, 24), np.float32)
+inp = rng.standard_normal((1, 10, 30), dtype=np.float32)
+weight = rng.standard_normal((20, 30), dtype=np.float32)
+bias = rng.standard_normal(20, dtype=np.float32)
+out = np.empty((1, 10, 20), np.float32)
 tuned.matmul_forward(out, inp, weight, bias)
-entry = load.winners().by_problem[Problem("forward", 38, 24, 40)]
-built = build.build(entry.source, entry.record["compile_flags"])  # what the loader built (or BLAS won)
+fn, threads = load.winners().function(Problem("forward", 10, 20, 30))
 error = np.abs(out - (inp.astype(np.float64) @ weight.T.astype(np.float64) + bias)).max()
-print(json.dumps({"compiled": built.compiled, "seconds": built.seconds, "error": float(error)}))
+print(json.dumps({"hits": sum(fn.stats.cache_hits.values()), "misses": sum(fn.stats.cache_misses.values()),
+                  "error": float(error)}))
 """
 
 
-def test_winner_loads_by_import_in_a_fresh_process_without_compiling(tmp_path):
-    kernel = KERNELS["forward"]
-    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
-    search.open_study(kernel.problem(SHAPE), storage).enqueue_trial(params(GOOD))
-    record = search.search(kernel, SHAPE, trials=2, storage=storage, directory=tmp_path / "tuned", progress=False)
-
-    env = {**os.environ, "AUTOTUNE_TUNED_DIR": str(tmp_path / "tuned")}
+def test_a_stored_winner_loads_in_a_fresh_process_from_numbas_cache(tmp_path):
+    """numba's own count in the new process: the dispatcher was loaded from its cache, not compiled,
+    and no new cache index was written."""
+    record, source = make_record()  # forward M=10 N=20 K=30, use="kernel"
+    store.save(record, source, tmp_path)
+    build.build(source, record.compile_flags)  # what the search did: compiled once, cached on disk
+    cache_files = set(machine.cache_dir().rglob("*.nbi"))
+    env = {**os.environ, "AUTOTUNE_TUNED_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", LOAD_IN_NEW_PROCESS], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded["compiled"] is False, loaded  # machine code came from numba's cache
-    assert loaded["error"] < 1e-3 and record["stored"]
+    assert loaded["misses"] == 0 and loaded["hits"] == 1, loaded
+    assert set(machine.cache_dir().rglob("*.nbi")) == cache_files
+    assert loaded["error"] < 1e-3
 
 
 def test_nearby_shape_is_seeded_with_the_winner_and_reuses_its_compiled_kernel(tmp_path):
     kernel = KERNELS["forward"]
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
-    search.open_study(kernel.problem(SHAPE), storage).enqueue_trial(params(GOOD))
+    studies.open_study(kernel.problem(SHAPE), storage).enqueue_trial(params(GOOD))
     search.search(kernel, SHAPE, trials=1, storage=storage, directory=tmp_path / "tuned", progress=False)
 
     nearby = Shape(B=2, T=23, C=40, OC=24)
     search.search(kernel, nearby, trials=1, storage=storage, directory=tmp_path / "tuned", progress=False)
-    [first] = [t for t in search.open_study(kernel.problem(nearby), storage).trials if t.state.is_finished()]
+    [first] = [t for t in studies.open_study(kernel.problem(nearby), storage).trials if t.state.is_finished()]
     assert first.params == params(GOOD) and first.user_attrs["seeded"]
     assert first.user_attrs["compiled"] is False  # built once for the first shape, reused from numba's cache
 
@@ -120,11 +151,10 @@ def test_nearby_shape_is_seeded_with_the_winner_and_reuses_its_compiled_kernel(t
 def test_a_stale_records_finalists_seed_the_new_study_first(tmp_path):
     """After a template change the old winner and finalists are the best guesses: seeded first."""
     problem = Problem("forward", 10, 20, 30)  # make_record's size
-    winner = space.Config(mr=8, nr=16, kc=64, row_tiles=1, col_panels=2, order="rows-outer", threads=1)
-    finalist = space.Config(mr=4, nr=16, kc=64, row_tiles=2, col_panels=1, order="panels-outer", threads=1)
-    record, source = make_record(template_hash="an-older-template", config=winner.params(),
-                                 finalists=[{"config": c.params(), "label": c.label(), "median_s": 1.0}
-                                            for c in (winner, finalist)])
+    winner = config(4, 1, 64, 1, 2, "rows-outer", 1)
+    finalist = config(3, 1, 64, 2, 1, "panels-outer", 1)
+    record, source = make_record(template_hash="an-older-template", config=winner,
+                                 finalists=((winner, 1.0), (finalist, 1.1)))
     store.save(record, source, tmp_path)
     assert store.entries(tmp_path)[0].status == "stale"
     study = optuna.create_study()

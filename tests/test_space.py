@@ -1,70 +1,99 @@
-"""The search space and its validity rules, which the search applies before compiling."""
+"""The search space and its validity rules, for this target and for targets described on paper."""
+import pytest
+
 from autotune import machine, space
 from autotune.ops import Problem
 
 BIG = Problem("forward", 65536, 768, 768)
+# Targets this machine may not be: what numba would compile for with NUMBA_CPU_NAME/FEATURES, or on
+# another ISA. Nothing in the space may assume x86 beyond the detection itself.
+AVX2 = machine.Target("x86_64", "haswell", "-avx512f", 256, 16)
+AVX512 = machine.Target("x86_64", "znver4", "host", 512, 32)
+NEON = machine.Target("aarch64", "neoverse-n1", "host", 128, 32)
+TARGETS = {"avx2": AVX2, "avx512": AVX512, "neon": NEON}
 
 
 def config(**changes):
-    values = dict(mr=8, nr=32, kc=256, row_tiles=4, col_panels=8, order="panels-outer", threads=1)
+    values = dict(mr=6, nr=2 * machine.target().lanes, kc=256, row_tiles=4, col_panels=8, order="panels-outer", threads=1)
     values.update(changes)
     return space.Config(**values)
 
 
-def test_default_and_sample_configs_are_valid_for_a_large_problem():
-    assert space.invalid_reason(config(), BIG) is None
-    assert space.invalid_reason(space.default_config(), BIG) is None
+@pytest.mark.parametrize("target", TARGETS.values(), ids=TARGETS)
+def test_choices_scale_with_the_targets_vectors(target):
+    assert space.choices(target=target)["nr"] == tuple(target.lanes * v for v in (1, 2, 3, 4))
 
 
-def test_register_budget_rejects_blocks_that_spill():
-    if machine.vector_registers() == 32:
-        assert "vector registers" in space.invalid_reason(config(mr=16, nr=32), BIG)
-        assert space.invalid_reason(config(mr=12, nr=32), BIG) is None
+@pytest.mark.parametrize("target", TARGETS.values(), ids=TARGETS)
+def test_the_untuned_fallback_fits_every_target(target):
+    """The analytical config (what an untuned size runs) fits the target's registers; moved to a
+    small problem's choices (as a search seeds it) it is a valid choice there."""
+    for problem in (BIG, Problem("forward", 256, 48, 48), Problem("backward_weight", 48, 48, 256),
+                    Problem("forward", 1, 1, 1), Problem("backward_input", 4096, 50304, 768)):
+        c = space.analytical_config(problem, target=target)
+        assert c.nr % target.lanes == 0 and space.registers_needed(c.mr, c.nr, target.lanes) <= target.registers
+        seed = space.nearest_choice(c, problem, target)
+        assert space.in_choices(seed, problem, target) and space.invalid_reason(seed, problem, target) is None
 
 
-def test_sizes_past_the_dimension_keep_only_the_smallest_cover():
-    small = Problem("forward", 256, 48, 48)
-    assert space.choices(small)["kc"] == (64,)
-    assert space.choices(small)["nr"] == (16, 32)
-    assert space.choices(Problem("forward", 256, 20, 48))["nr"] == (16, 32)
-    assert space.choices(Problem("forward", 256, 16, 48))["nr"] == (16,)
-    assert space.choices(Problem("forward", 3, 10, 10))["mr"] == (4,)
-    # 256 rows: 16 tiles of 16 rows cover them, 32 tiles are the same task
-    assert "row_tiles" in space.invalid_reason(config(mr=16, nr=16, kc=64, row_tiles=32, col_panels=2), small)
-    assert "col_panels" in space.invalid_reason(config(mr=16, nr=16, kc=64, row_tiles=16, col_panels=8), small)
-    assert space.invalid_reason(config(mr=16, nr=16, kc=64, row_tiles=16, col_panels=4), small) is None
+def test_one_fallback_config_per_kernel_for_all_but_the_smallest_sizes():
+    sizes = [Problem("forward", m, n, k) for m, n, k in ((4096, 768, 768), (65536, 768, 3072), (1024, 192, 192))]
+    assert len({space.analytical_config(p) for p in sizes}) == 1
+    assert space.analytical_config(Problem("forward", 256, 48, 48)).threads == 1
 
 
-def test_config_round_trips_through_optuna_params():
-    c = config(order="rows-outer", threads=2)
-    assert space.Config.from_dict(c.params()) == c
-    assert c.template_params()["parallel"] and not config(threads=1).template_params()["parallel"]
+def test_register_budget_follows_the_target():
+    """6x16 fits AVX2's 16 registers (12 accumulators + 2 + 1); 8x16 does not; with 32 registers it does."""
+    wide = Problem("forward", 4096, 768, 768)
+    assert space.invalid_reason(config(mr=6, nr=16), wide, AVX2) is None
+    assert "needs 19 vector registers, the target has 16" in space.invalid_reason(config(mr=8, nr=16), wide, AVX2)
+    assert "not a multiple of the vector width" in space.invalid_reason(config(mr=8, nr=24), wide, AVX512)
+    assert space.invalid_reason(config(mr=12, nr=32), wide, AVX512) is None
+    assert "vector registers" in space.invalid_reason(config(mr=16, nr=32), wide, AVX512)
+    assert space.invalid_reason(config(mr=8, nr=8), wide, NEON) is None  # 16 + 2 + 1 of 32
 
 
 def test_analytical_model_avx2_gives_the_classic_6x16():
     # 16 ymm registers: 6x16 uses 12 accumulators + 2 b vectors + 1 broadcast; KC from 3/4 of a
     # 32 KiB L1 over (6 + 16) floats = 279 -> 256; MC from half of 256 KiB L2 = 128 rows -> 16 tiles.
     caches = {1: 32 << 10, 2: 256 << 10, 3: 8 << 20}
-    c = space.analytical_config(BIG, caches=caches, lanes=8, registers=16)
-    assert (c.mr, c.nr, c.kc, c.row_tiles, c.col_panels) == (6, 16, 256, 16, 16)
+    c = space.analytical_config(BIG, caches=caches, target=AVX2)
+    assert (c.mr, c.nr, c.kc, c.row_tiles, c.col_panels) == (6, 16, 256, 16, 256)
 
 
 def test_analytical_model_avx512():
     # 32 zmm: 12x32 needs 24 + 2 + 1 = 27 registers (16x32 would need 35); KC = 24576 / (44 * 4) = 139 -> 128.
     caches = {1: 32 << 10, 2: 1 << 20, 3: 32 << 20}
-    c = space.analytical_config(BIG, caches=caches, lanes=16, registers=32)
-    assert (c.mr, c.nr, c.kc, c.row_tiles, c.col_panels) == (12, 32, 128, 32, 16)
+    c = space.analytical_config(BIG, caches=caches, target=AVX512)
+    assert (c.mr, c.nr, c.kc, c.row_tiles) == (12, 32, 128, 64)
 
 
-def test_analytical_config_is_valid_for_small_problems():
-    for problem in (Problem("forward", 256, 48, 48), Problem("backward_weight", 48, 48, 256), Problem("forward", 1, 1, 1)):
-        c = space.analytical_config(problem)
-        assert space.in_choices(c, problem) and space.invalid_reason(c, problem) is None, (problem, c)
+def test_analytical_model_neon():
+    # 32 registers of 4 floats: NR = 8 (2 vectors); 12x8 needs 24 + 2 + 1 = 27 registers.
+    c = space.analytical_config(BIG, caches={1: 64 << 10, 2: 1 << 20, 3: 32 << 20}, target=NEON)
+    assert (c.mr, c.nr) == (12, 8)
+
+
+def test_sizes_past_the_dimension_keep_only_the_smallest_cover():
+    small = Problem("forward", 256, 48, 48)
+    assert space.choices(small, AVX2)["kc"] == (64,)
+    assert space.choices(small, AVX2)["nr"] == (8, 16, 24, 32)
+    assert space.choices(Problem("forward", 256, 20, 48), AVX2)["nr"] == (8, 16, 24)
+    assert space.choices(Problem("forward", 3, 10, 10), AVX2)["mr"] == (2, 3)
+    # 100 rows: 32 tiles of 4 rows cover them, 64 tiles are the same task
+    hundred = Problem("forward", 100, 48, 48)
+    assert "row_tiles" in space.invalid_reason(space.Config(4, 8, 64, 64, 2, "rows-outer", 1), hundred, AVX2)
+    assert space.invalid_reason(space.Config(4, 8, 64, 32, 2, "rows-outer", 1), hundred, AVX2) is None
+
+
+def test_config_round_trips_through_optuna_params():
+    c = config(order="rows-outer", threads=2, pack_a=False)
+    assert space.Config.from_dict(c.params()) == c
+    assert c.template_params()["parallel"] and not config(threads=1).template_params()["parallel"]
 
 
 def test_a_seed_from_another_size_is_moved_to_the_nearest_choices():
-    """kc=1024 won where K is 3072; at K=768 the nearest choice is 768. The forward cannot read unpacked."""
+    """kc=1024 won where K is 3072; at K=768 the nearest choice is 768."""
     problem = Problem("forward", 4096, 3072, 768)
-    seed = config(kc=1024, pack=False)
-    assert space.nearest_choice(seed, problem) == config(kc=768, pack=True)
+    assert space.nearest_choice(config(kc=1024), problem) == config(kc=768)
     assert space.nearest_choice(config(), problem) == config()

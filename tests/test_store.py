@@ -1,4 +1,6 @@
-"""tuned/ records: atomic, keyed by machine, never trusted when stale, foreign or corrupt."""
+"""tuned/ records: one typed Record with one JSON form, atomic writes, never trusted when stale,
+foreign or corrupt, and replaced only by a winner that is faster beyond the noise."""
+import dataclasses
 import json
 
 import pytest
@@ -12,23 +14,37 @@ def test_round_trip(tmp_path):
     assert store.save(record, source, tmp_path)
     [entry] = store.entries(tmp_path)
     assert (entry.status, entry.source, entry.record) == ("ok", source, record)
+    assert store.Record.from_json(record.to_json()) == record
     header = (tmp_path / (entry.path.stem + ".py")).read_text()
     assert header.startswith("# Tuned winner: forward M=10 N=20 K=30")
 
 
-def test_a_slower_result_never_replaces_a_faster_one(tmp_path):
-    store.save(*make_record(median_s=1.0), tmp_path)
-    assert not store.save(*make_record(median_s=2.0), tmp_path)
-    assert store.save(*make_record(median_s=0.5), tmp_path)
-    assert store.entries(tmp_path)[0].record["median_s"] == 0.5
+def test_a_record_decided_against_the_stored_one_replaces_it(tmp_path):
+    first, source = make_record(vs_blas=1.0)
+    store.save(first, source, tmp_path)
+    second = dataclasses.replace(first, vs_blas=(0.5, 0.5, 0.5), decision="won", replaces=first.source_sha256)
+    assert store.save(second, source, tmp_path)  # the search compared it side by side with `first`
+    assert store.entries(tmp_path)[0].record.decision == "won"
+
+
+def test_a_record_stored_meanwhile_is_replaced_only_beyond_the_noise(tmp_path):
+    """Two searches at once: the second one decided against no record (replaces=None), so it must
+    beat the first one's speedup over BLAS (each measured against BLAS in its own run)."""
+    first, source = make_record(vs_blas=1.10)
+    store.save(first, source, tmp_path)
+    assert not store.save(dataclasses.replace(first, vs_blas=(1.11, 1.1, 1.12), decision="close"), source, tmp_path)
+    assert store.save(dataclasses.replace(first, vs_blas=(1.20, 1.1, 1.3), decision="faster"), source, tmp_path)
+    assert store.entries(tmp_path)[0].record.decision == "faster"
 
 
 @pytest.mark.parametrize("damage, status", [
     (lambda path: path.write_text(path.read_text()[:40]), "corrupt"),  # truncated JSON
     (lambda path: path.write_text("[1, 2]"), "corrupt"),
+    (lambda path: _edit(path, M="ten"), "corrupt"),
     (lambda path: path.with_suffix(".py").write_text(path.with_suffix(".py").read_text() + "x = 1\n"), "corrupt"),
     (lambda path: path.with_suffix(".py").unlink(), "corrupt"),
     (lambda path: _edit(path, fingerprint={**machine.fingerprint(), "numba": "0.1"}), "foreign"),
+    (lambda path: _edit(path, fingerprint={**machine.fingerprint(), "target": "another target"}), "foreign"),
     (lambda path: _edit(path, template_hash="0" * 16), "stale"),
 ])
 def test_damaged_or_foreign_records_are_not_trusted(tmp_path, damage, status):
@@ -36,6 +52,12 @@ def test_damaged_or_foreign_records_are_not_trusted(tmp_path, damage, status):
     damage(next(tmp_path.glob("*.json")))
     [entry] = store.entries(tmp_path)
     assert entry.status == status and entry.reason
+
+
+def test_an_unwritable_folder_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match="--tuned-dir"):
+        store.check_writable(tmp_path / "file" / "tuned")
 
 
 def _edit(path, **changes):

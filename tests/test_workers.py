@@ -7,7 +7,7 @@ import sys
 import optuna
 import pytest
 
-from autotune import search, space, store
+from autotune import search, store, study as studies
 from autotune.ops import KERNELS, Shape
 
 SHAPE = Shape(B=2, T=19, C=40, OC=24)
@@ -28,21 +28,20 @@ def finish(process, timeout=600):
 
 
 def study_names(storage):
-    return [n for n in optuna.get_all_study_names(search.open_storage(storage))
-            if search.problem_of_study(n) == PROBLEM]
+    return [n for n in optuna.get_all_study_names(studies.open_storage(storage)) if n == studies.study_name(PROBLEM)]
 
 
 def check_pulled(storage, directory):
-    study = search.open_study(PROBLEM, storage)
+    study = studies.open_study(PROBLEM, storage)
     [entry] = store.entries(directory)
-    assert entry.status == "ok" and entry.record["trials"]["study"] == study.study_name
-    assert entry.record["config"] in [c.params() for c in search.finalists(study)]
+    assert entry.status == "ok" and entry.record.trials["study"] == study.study_name
+    assert entry.record.config in search.finalists(study)
 
 
 @pytest.mark.skipif(not POSTGRES, reason="needs AUTOTUNE_TEST_POSTGRES=postgresql://... (.ci/run starts a server)")
 def test_two_workers_share_one_postgres_study_and_pull_stores_the_winner(tmp_path):
     for name in study_names(POSTGRES):  # the database outlives a test run
-        optuna.delete_study(study_name=name, storage=search.open_storage(POSTGRES))
+        optuna.delete_study(study_name=name, storage=studies.open_storage(POSTGRES))
     trials = 10
     workers = [autotune("search", "--shape", "2,19,40,24", "--trials", str(trials), "--storage", POSTGRES,
                         "--tuned-dir", str(tmp_path / f"worker{i}"), cache_dir=tmp_path / f"cache{i}")
@@ -51,7 +50,7 @@ def test_two_workers_share_one_postgres_study_and_pull_stores_the_winner(tmp_pat
         finish(worker)
 
     assert len(study_names(POSTGRES)) == 1
-    study = search.open_study(PROBLEM, POSTGRES)
+    study = studies.open_study(PROBLEM, POSTGRES)
     counted = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
     assert len(counted) >= trials and not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert {t.user_attrs["pid"] for t in counted} == {w.pid for w in workers}  # both workers did trials
@@ -64,13 +63,13 @@ def test_two_workers_share_one_postgres_study_and_pull_stores_the_winner(tmp_pat
 
 def test_pull_from_an_sqlite_storage_stores_the_winner_and_skips_other_machines(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
-    good = space.Config(mr=4, nr=16, kc=64, row_tiles=2, col_panels=1, order="panels-outer", threads=1)
-    search.open_study(PROBLEM, storage).enqueue_trial(good.params())
     search.search(KERNELS["forward"], SHAPE, trials=2, storage=storage, directory=tmp_path / "searched",
                   progress=False)
-    other = search.study_name(PROBLEM).replace(search.study_name(PROBLEM).split("-")[4], "0123456789")
-    optuna.create_study(study_name=other, storage=search.open_storage(storage))  # another machine's study
+    name = studies.study_name(PROBLEM)
+    other = name.replace(name.split("-")[4], "0123456789")
+    elsewhere = optuna.create_study(study_name=other, storage=studies.open_storage(storage))  # another machine's
+    elsewhere.set_user_attr("problem", ["forward", PROBLEM.M, PROBLEM.N, PROBLEM.K])
 
-    records, skipped = search.pull(storage, tmp_path / "pulled")
-    assert [r["trials"]["study"] for r in records] == [search.study_name(PROBLEM)] and skipped == [other]
+    outcomes, skipped = search.pull(storage, tmp_path / "pulled")
+    assert [o.record.trials["study"] for o in outcomes] == [name] and skipped == [other]
     check_pulled(storage, tmp_path / "pulled")

@@ -1,0 +1,74 @@
+"""The command line refuses bad input: one line that says what is wrong and what to type instead,
+a non-zero exit, no traceback, and nothing written to tuned/. Run as a user runs it, in a subprocess."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BAD = [
+    (["search", "--shape", "64,1024,768"], "four positive integers B,T,C,OC (e.g. 64,1024,768,768), got '64,1024,768'"),
+    (["search", "--shape", "0,1024,768,768"], "four positive integers"),
+    (["search", "--shape", "-1,2,3,4"], "four positive integers B,T,C,OC (e.g. 64,1024,768,768), got '-1,2,3,4'"),
+    (["bench", "--shapes", "4,64,48"], "four positive integers"),
+    (["search", "--trials", "0"], "--trials: must be a positive integer, got '0'"),
+    (["search", "--trials", "-3"], "--trials: must be a positive integer, got '-3'"),
+    (["search", "--timeout", "soon"], "--timeout: must be a positive number"),
+    (["search", "--op", "sideways"], "--op: invalid choice"),
+]
+
+
+def autotune(*args, tuned):
+    env = {**os.environ, "AUTOTUNE_TUNED_DIR": str(tuned)}
+    return subprocess.run([sys.executable, "-m", "autotune", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def tuned(tmp_path):
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    (folder / "keep.json").write_text("{}")
+    return folder
+
+
+def assert_refused(result, message, tuned):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not result.stdout
+    assert sorted(p.name for p in tuned.iterdir()) == ["keep.json"]  # nothing written
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_arguments_are_refused_in_one_line(args, message, tuned):
+    assert_refused(autotune(*args, tuned=tuned), message, tuned)
+
+
+def test_a_tuned_dir_that_cannot_be_written_is_refused_before_the_search(tmp_path, tuned):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = autotune("search", "--tuned-dir", str(blocker / "tuned"), tuned=tuned)
+    assert_refused(result, f"cannot write winners to {blocker / 'tuned'}", tuned)
+    assert "--tuned-dir DIR or AUTOTUNE_TUNED_DIR" in result.stderr
+
+
+def test_show_says_that_a_folder_is_missing(tmp_path, tuned):
+    result = autotune("show", "--tuned-dir", str(tmp_path / "missing"), tuned=tuned)
+    assert_refused(result, f"the folder {tmp_path / 'missing'} does not exist", tuned)
+
+
+def test_help_shows_every_default_and_the_readme_lists_every_flag(tuned):
+    readme = README.read_text()
+    synopsis = readme[readme.index("## Command line"):]
+    synopsis = synopsis[:synopsis.index("```", synopsis.index("```") + 3)]
+    for command in ("search", "show", "bench", "sweep", "pull", "report"):
+        text = autotune(command, "--help", tuned=tuned).stdout
+        flags = set(re.findall(r"(--[a-z][a-z-]+)", text)) - {"--help"}
+        missing = sorted(f for f in flags if f not in synopsis)
+        assert not missing, f"README's synopsis lacks {missing} of `{command}`"
+    search_help = autotune("search", "--help", tuned=tuned).stdout
+    assert "(default: 24)" in search_help and "(default: tpe)" in search_help

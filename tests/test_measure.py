@@ -1,0 +1,54 @@
+"""Decisions with confidence, checked with a fake timer of known noise: no real kernel is timed."""
+import time
+
+import numpy as np
+import pytest
+
+from autotune import measure
+
+
+def fake_rounds(speedup, noise, rounds=9, drift=0.3, seed=0):
+    """Timings of a and b over paired rounds on a drifting machine: b takes `speedup` times a's time,
+    each sample off by `noise` (relative, Gaussian), and both slowed alike by a drift of up to 30%."""
+    rng = np.random.default_rng(seed)
+    machine = 1 + drift * np.sin(np.arange(rounds))  # the slow part both share
+    a = machine * (1 + noise * rng.standard_normal(rounds))
+    b = speedup * machine * (1 + noise * rng.standard_normal(rounds))
+    return measure.Timing.of(list(a)), measure.Timing.of(list(b))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_percent_is_within_noise(seed):
+    a, b = fake_rounds(1.01, noise=0.01, seed=seed)
+    assert measure.speedup(a, b).verdict() == "within noise"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_twenty_percent_is_faster_and_the_reverse_slower(seed):
+    a, b = fake_rounds(1.20, noise=0.03, seed=seed)
+    assert measure.speedup(a, b).verdict() == "faster"
+    assert measure.speedup(b, a).verdict() == "slower"
+
+
+def test_a_drift_larger_than_the_difference_cancels_in_paired_rounds():
+    """A 30% drift swamps a 5% difference between medians of separate runs; paired ratios see it."""
+    a, b = fake_rounds(1.05, noise=0.002, drift=0.3, rounds=9)
+    result = measure.speedup(a, b)
+    assert result.verdict() == "faster" and abs(result.median - 1.05) < 0.01
+    assert abs(b.median / a.median - 1.05) > abs(result.median - 1.05)
+
+
+def test_compare_interleaves_in_a_new_order_every_round():
+    calls = []
+
+    def contender(name):
+        def call():
+            calls.append(name)
+            time.sleep(0.05)  # one call fills a burst: the calls list is the order of the bursts
+        return call
+
+    timings = measure.compare({name: contender(name) for name in "abcd"}, rounds=6, seed=1)
+    assert all(t.rounds == 6 for t in timings.values())
+    rounds = [tuple(calls[i:i + 4]) for i in range(len(calls) - 24, len(calls), 4)]
+    assert all(sorted(r) == list("abcd") for r in rounds)  # every contender once per round
+    assert len(set(rounds)) > 1  # not the same order every round
