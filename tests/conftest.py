@@ -57,3 +57,10 @@ def make_record(seconds=1.0, vs_blas=1.0, **changes):
         compile_flags=render.COMPILE_FLAGS, fingerprint=machine.fingerprint(), versions={}, date="today")
     fields.update(changes)
     return store.Record(**fields), source
+
+
+@pytest.fixture(autouse=True)
+def short_final_comparisons(monkeypatch):
+    """A search's final comparison at the tiny test sizes: the minimum rounds, not a time budget."""
+    from autotune import search
+    monkeypatch.setattr(search, "FINAL_BUDGET_S", 0.0)
