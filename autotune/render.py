@@ -1,7 +1,7 @@
 """Render a kernel template with one Config into numba source."""
 import functools
 import hashlib
-import importlib.resources
+import importlib.util
 from pathlib import Path
 
 import jinja2
@@ -14,10 +14,10 @@ COMPILE_FLAGS = {"SLP_VECTORIZE": 1, "LOOP_VECTORIZE": 0}
 @functools.cache
 def templates_dir():
     """templates/ of the checkout, installed as the package data `autotune.templates` (pyproject.toml)."""
-    try:
-        return Path(str(importlib.resources.files("autotune.templates")))
-    except ModuleNotFoundError:  # run from a checkout that was not installed
+    spec = importlib.util.find_spec("autotune.templates")
+    if spec is None or not spec.submodule_search_locations:  # run from a checkout that was not installed
         return Path(__file__).resolve().parent.parent / "templates"
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 @functools.cache
