@@ -83,6 +83,9 @@ def main(argv=None):
                               help="time every matmul of one GPT-2 training step and their sum, instead of --shapes (default: none)")
     bench_parser.add_argument("--batch", type=positive(int), default=4, help="B for --model")
     bench_parser.add_argument("--seq", type=positive(int), default=1024, help="T for --model")
+    bench_parser.add_argument("--njit", action="store_true",
+                              help="time the ops called in a loop inside @njit code (tuned.njit) against numba's "
+                                   "np.dot there, instead of the Python contenders")
     bench_parser.add_argument("--op", choices=sorted(ops.OPS), default="all", help="which op to time")
     bench_parser.add_argument("--rounds", type=positive(int), default=5, help="interleaved rounds; medians are reported")
     bench_parser.add_argument("--csv", default="bench.csv", help="where to write the rows")
@@ -176,23 +179,23 @@ def run_search(args):
 
 
 def print_outcomes(outcomes, directory):
-    """The table of a search or pull (under 100 columns; `show` has every detail) and each decision."""
-    print_table(["kernel", "M x N x K", "best config", "GF/s", "x BLAS", "x numpy", "trials", "tuned/"],
+    """The table of a search or pull (narrow: `show` has every detail), then each best config and decision."""
+    print_table(["kernel", "M x N x K", "GF/s", "x BLAS", "x numpy", "trials timed/failed", "tuned/"],
                 [[o.record.problem.kernel, f"{o.record.problem.M}x{o.record.problem.N}x{o.record.problem.K}",
-                  o.record.config.label().replace(" threads=", " t="), f"{o.record.gflops:.1f}",
-                  f"{o.record.vs_blas[0]:.2f}", f"{o.record.speedup_over('numpy'):.2f}",
+                  f"{o.record.gflops:.1f}", f"{o.record.vs_blas[0]:.2f}", f"{o.record.speedup_over('numpy'):.2f}",
                   f"{o.record.trials['complete']}/{o.record.trials['failed']}",
-                  ("stored" if o.stored else "kept") + (", runs BLAS" if o.record.use == "blas" else "")]
+                  ("stored" if o.stored else "kept") + (", runs BLAS" if o.stored and o.record.use == "blas" else "")]
                  for o in outcomes])
     for o in outcomes:
-        print(f"{o.record.problem.kernel}: {'stored' if o.stored else 'not stored'}: {o.decision}")
+        print(f"{o.record.problem.kernel}: best config {o.record.config.label()}")
+        print(f"  {'stored' if o.stored else 'not stored'}: {o.decision}")
         for reason, count in o.record.trials["failures"]:
             print(f"  {count} trial(s) failed: {reason}")
     if outcomes:
         blas = outcomes[0].record.blas
         print(f"\nMedians of interleaved rounds at the winner's thread count. x BLAS: paired speedup over BLAS "
               f"with beta = 1 ({'; '.join(blas['libraries'])}; OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}); "
-              f"x numpy: over numpy as a user writes it on 2-D arrays. trials: timed/failed. Winners in {directory}; "
+              f"x numpy: over numpy as a user writes it on 2-D arrays. Winners in {directory}; "
               f"`python -m autotune show` lists them.")
 
 
@@ -243,6 +246,8 @@ def run_bench(args):
         return rerun
     threads = machine.max_threads()
     progress = lambda r: print(f"  {r['op']} {r['shape']}: done", flush=True, file=sys.stderr)
+    if args.njit:
+        return _bench_njit(args, progress)
     if args.model:
         rows, summary, peak, torch = bench.model_step(args.model, args.batch, args.seq, args.rounds, progress)
     else:
@@ -268,6 +273,20 @@ def run_bench(args):
           f"Target: {machine.target_label()}. dispatch per kernel: tuned winner, blas, near (the nearest tuned size's "
           f"choice) or model (the analytical config). Rows written to {args.csv}.")
     bench.write_csv(rows, args.csv)
+    return 0
+
+
+def _bench_njit(args, progress):
+    results = bench.njit_calls(args.shapes, args.rounds, progress=progress)
+    rows = []
+    for (shape, op), t in results.items():
+        paired = measure.speedup(t["tuned"], t["np.dot"])
+        rows.append([_short(shape), op, f"{t['tuned'].median * 1e6:.1f}", f"{t['np.dot'].median * 1e6:.1f}",
+                     f"{paired.median:.2f} ({paired.low:.2f}-{paired.high:.2f})"])
+    print_table(["B,T,C,OC", "op", "tuned us/call", "np.dot us/call", "tuned x faster (95% interval)"], rows)
+    print(f"\nEach op called 200 times in a loop inside @njit code: tuned.njit's entry points against numba's "
+          f"np.dot into preallocated arrays plus the bias add or accumulation; medians of {args.rounds} interleaved "
+          f"rounds, {machine.max_threads()} threads. Target: {machine.target_label()}.")
     return 0
 
 

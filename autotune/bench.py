@@ -16,7 +16,6 @@ instead (sgemm does not do the op, naive is the article's starting point).
 """
 import csv
 import json
-import os
 
 import numpy as np
 
@@ -227,3 +226,64 @@ def write_csv(rows, path):
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def njit_calls(shapes, rounds=5, calls=200, progress=print):
+    """Each op called `calls` times in a loop inside @njit code, through tuned.njit's entry points and
+    through numba's np.dot (scipy's BLAS) into preallocated arrays with the bias add or accumulation a
+    user writes; {(shape, op): {"tuned": Timing, "np.dot": Timing}} per call, interleaved."""
+    loops = _njit_loops()  # compiled on first use: importing tuned.njit builds its dispatch
+    threads = machine.max_threads()
+    results = {}
+    for shape in shapes:
+        a = op_arrays(shape)
+        for op in ("forward", "backward"):
+            timed = {name: (lambda fn=fn: fn(calls, *_loop_arguments(op, a))) for name, fn in loops[op].items()}
+            with measure.thread_count(threads):
+                timings = measure.compare(timed, rounds=rounds, blas_names=("np.dot",))
+            results[(str(shape), op)] = {name: measure.Timing.of([s / calls for s in t.samples])
+                                         for name, t in timings.items()}
+            progress({"shape": str(shape), "op": op})
+    return results
+
+
+def _loop_arguments(op, a):
+    if op == "forward":
+        return a["out"], a["inp"], a["weight"], a["bias"]
+    return a["dinp"], a["dweight"], a["dbias"], a["dout"], a["inp"], a["weight"]
+
+
+def _njit_loops():
+    from numba import njit
+
+    from tuned.njit import matmul_backward, matmul_forward
+
+    @njit
+    def tuned_forward(calls, out, inp, weight, bias):
+        for _ in range(calls):
+            matmul_forward(out, inp, weight, bias)
+
+    @njit
+    def dot_forward(calls, out, inp, weight, bias):
+        B, T, C = inp.shape
+        out2, inp2 = out.reshape(B * T, -1), inp.reshape(B * T, C)
+        for _ in range(calls):
+            np.dot(inp2, weight.T, out2)
+            out2 += bias
+
+    @njit
+    def tuned_backward(calls, dinp, dweight, dbias, dout, inp, weight):
+        for _ in range(calls):
+            matmul_backward(dinp, dweight, dbias, dout, inp, weight)
+
+    @njit
+    def dot_backward(calls, dinp, dweight, dbias, dout, inp, weight):
+        B, T, OC = dout.shape
+        dout2, inp2, dinp2 = dout.reshape(B * T, OC), inp.reshape(B * T, -1), dinp.reshape(B * T, -1)
+        for _ in range(calls):
+            dinp2 += np.dot(dout2, weight)
+            dweight += np.dot(dout2.T, inp2)
+            dbias += dout2.sum(axis=0)
+
+    return {"forward": {"tuned": tuned_forward, "np.dot": dot_forward},
+            "backward": {"tuned": tuned_backward, "np.dot": dot_backward}}

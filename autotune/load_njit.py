@@ -22,7 +22,7 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
-from autotune import build, load, machine, render, space, store
+from autotune import build, load, machine, render, space
 from autotune.ops import KERNELS, Problem
 
 # --- what the generated dispatch calls -------------------------------------------------------

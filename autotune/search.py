@@ -10,7 +10,6 @@ wrong, crashes its process or runs past the time limit fails its own trial with 
 trial's user attributes; the study goes on.
 """
 import collections
-import dataclasses
 import datetime
 import logging
 import math
@@ -206,66 +205,56 @@ def pull(storage, directory=None):
 
 def finish(study, kernel, problem, directory):
     """Time the study's finalists side by side with the stored winner (if any) and BLAS; store the
-    fastest finalist if there was no winner or it beats the winner beyond the noise."""
+    fastest finalist if no winner was stored or it beats the winner beyond the noise."""
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") for t in study.trials}
         raise RuntimeError(f"no candidate for {problem} passed verification: {sorted(filter(None, reasons))[:3]}")
     configs = finalists(study)
-    incumbent = _incumbent(problem, directory)
+    incumbent = next((e for e in store.entries(directory) if e.status == "ok" and e.record.problem == problem), None)
     functions = {c.label(): (c.threads, build.build_kernel(kernel, c).function(kernel)) for c in configs}
     if incumbent is not None and incumbent.record.config not in configs:
         built = build.build(incumbent.source, incumbent.record.compile_flags)
         functions[incumbent.record.config.label()] = (incumbent.record.config.threads, built.function(kernel))
     timings = measure.side_by_side(kernel, problem, functions, configs[0].threads, FINAL_BUDGET_S)
     best = min(configs, key=lambda c: timings[c.label()].median)
-    against_blas = measure.speedup(timings[best.label()], timings["blas"])
-    source = render.render(kernel, best)
-    record = store.Record(
+    replace, decision = _decision(best, incumbent, timings)
+    record = _record(study, kernel, problem, best, configs, timings, incumbent, decision if replace else "")
+    if not replace:
+        return Outcome(record, False, decision)
+    return Outcome(record, store.save(record, render.render(kernel, best), directory), decision)
+
+
+def _decision(best, incumbent, timings):
+    """(whether `best` replaces the stored winner, why), from their paired rounds."""
+    if incumbent is None:
+        return True, "no winner was stored for this size on this machine"
+    if best == incumbent.record.config:
+        return False, "the stored winner was found again"
+    versus = measure.speedup(timings[best.label()], timings[incumbent.record.config.label()])
+    if versus.verdict() == "faster":
+        return True, f"{versus.describe()} faster than the stored winner, timed side by side"
+    return False, f"kept the stored winner: the new best ran {versus.describe()} of its speed ({versus.verdict()})"
+
+
+def _record(study, kernel, problem, best, configs, timings, incumbent, decision):
+    """The Record of `best` from the final comparison's `timings` and the study."""
+    timing = timings[best.label()]
+    against_blas = measure.speedup(timing, timings["blas"])
+    return store.Record(
         problem=problem, shape=study.user_attrs.get("shape", "?"), config=best,
-        use="blas" if against_blas.verdict() == "slower" else "kernel",
-        seconds=timings[best.label()].median, spread=(timings[best.label()].low, timings[best.label()].high),
-        rounds=timings[best.label()].rounds,
+        use="blas" if against_blas.verdict() == "slower" else "kernel",  # never slower than BLAS beyond the noise
+        seconds=timing.median, spread=(timing.low, timing.high), rounds=timing.rounds,
         baselines={name: timings[name].median for name in ("blas", "numpy")},
-        vs_blas=(against_blas.median, against_blas.low, against_blas.high), decision="",
+        vs_blas=(against_blas.median, against_blas.low, against_blas.high), decision=decision,
         finalists=tuple((c, timings[c.label()].median) for c in sorted(configs, key=lambda c: timings[c.label()].median)),
         blas=measure.blas_info(), trials=_trial_counts(study),
         compile_s=round(sum(t.user_attrs.get("compile_s", 0) for t in study.trials), 2),
         search_s=round(sum(t.duration.total_seconds() for t in study.trials if t.duration), 1),
         template=kernel.template, template_hash=render.template_hash(kernel),
-        source_sha256=store.source_digest(source), compile_flags=render.COMPILE_FLAGS,
+        source_sha256=store.source_digest(render.render(kernel, best)), compile_flags=render.COMPILE_FLAGS,
         fingerprint=machine.fingerprint(), versions=_versions(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         replaces=incumbent.record.source_sha256 if incumbent else None)
-    decision = _decide(record, incumbent, timings)
-    if decision is None:
-        return Outcome(record, False, _kept(record, incumbent, timings))
-    record = dataclasses.replace(record, decision=decision)
-    return Outcome(record, store.save(record, source, directory), decision)
-
-
-def _incumbent(problem, directory):
-    """The entry of the stored winner for `problem` on this machine, or None."""
-    return next((e for e in store.entries(directory) if e.status == "ok" and e.record.problem == problem), None)
-
-
-def _decide(record, incumbent, timings):
-    """Why `record` should replace what tuned/ holds, or None to keep the stored winner."""
-    if incumbent is None:
-        return "no winner was stored for this size on this machine"
-    if record.config == incumbent.record.config:
-        return None
-    versus = measure.speedup(timings[record.config.label()], timings[incumbent.record.config.label()])
-    if versus.verdict() == "faster":
-        return f"{versus.describe()} faster than the stored winner, timed side by side"
-    return None
-
-
-def _kept(record, incumbent, timings):
-    """Why the stored winner stays, in words."""
-    if record.config == incumbent.record.config:
-        return "the stored winner was found again"
-    versus = measure.speedup(timings[record.config.label()], timings[incumbent.record.config.label()])
-    return f"kept the stored winner: the new best ran {versus.describe()} of its speed ({versus.verdict()})"
 
 
 def finalists(study, count=FINALISTS):

@@ -98,7 +98,7 @@ class Record:
 
     def summary(self):
         """The header lines of a stored kernel: what it is, where it won and by how much."""
-        b, p = self.baselines, self.problem
+        p = self.problem
         runs = "; BLAS beat it, so the loader calls BLAS for this size" if self.use == "blas" else ""
         return [
             f"Tuned winner: {p.kernel} M={p.M} N={p.N} K={p.K} (searched as {self.shape})",

@@ -188,9 +188,10 @@ def report(state):
              f"({ROUNDS} interleaved rounds, random order).", ""]
     if "reference" in state:
         r = state["reference"]
+        finalists = ", ".join(f"`{f['config']}`" for f in r["finalists"])
         lines += [f"Reference: `{r['command']}` ({r['wall_s']} s): {r['trials_timed']} configs timed, "
                   f"{r['raced_out']} of them raced out after two rounds; winner `{r['config']}` {r['gflops']} GF/s; "
-                  f"finalists {', '.join(f'`{f['config']}`' for f in r['finalists'])}.", ""]
+                  f"finalists {finalists}.", ""]
     if "short" in state:
         judged = state.get("short_judged", {})
         lines += ["## Headline forward, `search --timeout 180` from an empty build cache", "",

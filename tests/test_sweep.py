@@ -1,10 +1,11 @@
-"""The seed article's sweep and the benchmark on a tiny grid: rows, CSV and plots."""
+"""The seed article's sweep and the benchmark on tiny shapes: rows, CSV, plots, every contender."""
 import csv
 import math
 
 import optuna
 
-from autotune import store, study as studies, sweep
+from autotune import bench, ops, store, study as studies, sweep
+from autotune.ops import Shape
 
 
 def test_sweep_on_a_tiny_grid_writes_rows_and_plots(tmp_path):
@@ -37,3 +38,23 @@ def test_sweep_tunes_every_kernel_of_its_shapes_in_the_given_storage(tmp_path, m
     names = optuna.get_all_study_names(studies.open_storage(storage))
     assert sorted(name.split("-M")[0] for name in names) == sorted(searched)
     assert len(store.entries(tmp_path / "tuned")) == 3
+
+
+def test_bench_times_every_contender_and_names_the_best_other():
+    rows, peak, torch = bench.run([Shape(1, 4, 3, 5)], ("forward", "backward"), rounds=1, progress=lambda row: None)
+    for row in rows:
+        others = {name: row[f"{name} GF/s"] for name in bench.OTHERS if f"{name} GF/s" in row}
+        assert set(others) >= {"numpy", "numpy 2-D", "BLAS beta"} and row["best other"] == max(others, key=others.get)
+        assert row["tuned / best other"] > 0 and row["naive GF/s"] > 0 and row["sgemm GF/s"] > 0
+
+
+def test_bench_of_the_njit_entry_points_times_both_formulations():
+    results = bench.njit_calls([Shape(1, 4, 3, 5)], rounds=1, progress=lambda row: None)
+    assert sorted(results) == [("B=1,T=4,C=3,OC=5", "backward"), ("B=1,T=4,C=3,OC=5", "forward")]
+    assert all(set(t) == {"tuned", "np.dot"} and t["tuned"].median > 0 for t in results.values())
+
+
+def test_a_gpt2_step_counts_every_matmul_and_the_lm_head():
+    matmuls = ops.model_matmuls("gpt2", 4, 1024)
+    assert [(m.name, m.count, m.bias) for m in matmuls][-1] == ("lm head", 1, False)
+    assert matmuls[-1].shape == Shape(4, 1024, 768, 50304) and sum(m.count for m in matmuls) == 49
