@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from autotune import build, search, space, store
+from autotune import build, space, store
 from autotune.ops import KERNELS, Problem
 
 NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
@@ -56,8 +56,8 @@ class Winners:
             record = entry.record
             return Choice(None if record.use == "blas" else record.config, "tuned", entry.source, record.compile_flags)
         tuned = [r.record for r in self.by_problem.values() if r.record.problem.kernel == problem.kernel]
-        near = min(tuned, key=lambda r: search.distance(r.problem, problem), default=None)
-        if near is not None and search.distance(near.problem, problem) <= NEAR:
+        near = min(tuned, key=lambda r: r.problem.distance(problem), default=None)
+        if near is not None and near.problem.distance(problem) <= NEAR:
             origin = f"nearest tuned {near.problem}"
             if near.use == "blas":
                 return Choice(None, origin)

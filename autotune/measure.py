@@ -23,6 +23,7 @@ BLAS_SETTLE_S = 0.3
 NOISE_THRESHOLD = 0.02  # a difference under 2% is never acted on (criterion.rs's default)
 CONFIDENCE = 0.95  # of the bootstrap interval of a paired ratio
 BOOTSTRAP_SAMPLES = 2000
+BURST_S = 0.05  # a contender's share of a round: back-to-back calls of at least this long
 FINAL_MIN_ROUNDS = 6  # a paired interval needs a few rounds (6 of 6 the same way: p = 0.03)
 
 
@@ -111,8 +112,10 @@ def compare(contenders, rounds=5, blas_names=(), seed=None, budget_s=None, max_r
     many rounds as fit it, at least `rounds` and at most `max_rounds`."""
     calls, round_s = {}, 0.0
     for name, fn in contenders.items():
-        calls[name] = _burst_length(fn)
-        round_s += calls[name] * seconds(fn) + (BLAS_SETTLE_S if name in blas_names else 0.0)
+        fn()  # warm-up
+        once = seconds(fn)
+        calls[name] = max(1, min(1000, int(BURST_S / max(once, 1e-7))))
+        round_s += calls[name] * once + (BLAS_SETTLE_S if name in blas_names else 0.0)
         if name in blas_names:
             settle()
     if budget_s is not None:
@@ -126,11 +129,6 @@ def compare(contenders, rounds=5, blas_names=(), seed=None, budget_s=None, max_r
             if name in blas_names:
                 settle()
     return {name: Timing.of(s) for name, s in samples.items()}
-
-
-def _burst_length(fn, burst_s=0.05):
-    fn()  # warm-up
-    return max(1, min(1000, int(burst_s / max(seconds(fn), 1e-7))))
 
 
 def blas_info():

@@ -11,6 +11,7 @@ llm.c's matmul_backward is backward_input followed by backward_weight. The forwa
 backward's dbias may be empty arrays (length 0): no bias, no dbias.
 """
 import abc
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,10 @@ class Problem:
     @property
     def flops(self):
         return 2 * self.M * self.N * self.K
+
+    def distance(self, other):
+        """How far apart two problems' sizes are: the sum of |log ratio| of M, N and K."""
+        return sum(abs(math.log(a / b)) for a, b in ((self.M, other.M), (self.N, other.N), (self.K, other.K)))
 
     def __str__(self):
         return f"{self.kernel} M={self.M} N={self.N} K={self.K}"

@@ -21,7 +21,6 @@ from autotune import build, measure, ops, render, space, verify
 # A forked child inherits the parent's numba/OpenMP threads in an unknown state: start fresh.
 CONTEXT = multiprocessing.get_context("spawn")
 STARTUP_LIMIT_S = 600.0  # building the float64 references of a large problem takes a while
-BURST_S = 0.05  # each contender's share of a round: back-to-back calls of at least this long
 
 
 class CandidateFailed(Exception):
@@ -111,7 +110,7 @@ def _serve(connection, kernel_name, problem, anchor_params):
     anchor_fn = build.build_kernel(kernel, anchor_config).function(kernel)
     anchor = measure.on_threads(anchor_config.threads, lambda: kernel.call(anchor_fn, arrays))
     anchor()  # warm-up
-    calls = max(1, int(BURST_S / max(measure.seconds(anchor), 1e-7)))
+    calls = max(1, int(measure.BURST_S / max(measure.seconds(anchor), 1e-7)))
     connection.send(("ready", None))
     while True:
         try:

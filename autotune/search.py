@@ -12,7 +12,6 @@ trial's user attributes; the study goes on.
 import collections
 import datetime
 import logging
-import math
 import os
 import statistics
 import threading
@@ -56,7 +55,7 @@ def warm_start(study, problem, directory, nearest=3):
     M, N, K), each moved to the nearest valid choice; then the analytical model's config.
     Records from other machines say nothing about this one."""
     earlier = sorted((e for e in store.entries(directory) if e.status in ("ok", "stale")
-                      and e.record.problem.kernel == problem.kernel), key=lambda e: distance(e.record.problem, problem))
+                      and e.record.problem.kernel == problem.kernel), key=lambda e: e.record.problem.distance(problem))
     same = [e for e in earlier if e.record.problem == problem]
     others = [e for e in earlier if e.record.problem != problem][:nearest]
     seeds = [*(c for e in same + others for c in [e.record.config, *(f for f, _ in e.record.finalists)]),
@@ -64,11 +63,6 @@ def warm_start(study, problem, directory, nearest=3):
     for config in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds):
         if space.invalid_reason(config, problem) is None:
             study.enqueue_trial(config.params(), user_attrs={"seeded": True})
-
-
-def distance(a, b):
-    """How far apart two problems' sizes are: the sum of |log ratio| of M, N and K."""
-    return sum(abs(math.log(x / y)) for x, y in ((a.M, b.M), (a.N, b.N), (a.K, b.K)))
 
 
 def suggest(trial, problem):
