@@ -184,7 +184,7 @@ def print_outcomes(outcomes, directory):
                 [[o.record.problem.kernel, f"{o.record.problem.M}x{o.record.problem.N}x{o.record.problem.K}",
                   f"{o.record.gflops:.1f}", f"{o.record.vs_blas[0]:.2f}", f"{o.record.speedup_over('numpy'):.2f}",
                   f"{o.record.trials['complete']}/{o.record.trials['failed']}",
-                  ("stored" if o.stored else "kept") + (", runs BLAS" if o.stored and o.record.use == "blas" else "")]
+                  ("stored" if o.stored else "kept") + (f", runs {o.record.use}" if o.stored and o.record.use != "kernel" else "")]
                  for o in outcomes])
     for o in outcomes:
         print(f"{o.record.problem.kernel}: best config {o.record.config.label()}")
@@ -255,10 +255,10 @@ def run_bench(args):
         rows, peak, torch = bench.run(args.shapes, op_names, args.rounds, progress=progress)
     names = [n for n in ("naive", "tuned", "numpy", "numpy 2-D", "BLAS beta", "torch", "sgemm") if f"{n} GF/s" in rows[0]]
     print_table([*(["matmul"] if args.model else []), "B,T,C,OC", "op", "dispatch", *names, "best other", "x best",
-                 "% peak"],
+                 "% peak", "entry us"],
                 [[*([r["matmul"]] if args.model else []), _short(r["shape"]), r["op"], r["dispatch"],
                   *[r.get(f"{n} GF/s", "-") for n in names], r["best other"], f"{r['tuned / best other']:.2f}",
-                  r["tuned % peak"]] for r in rows])
+                  r["tuned % peak"], r["entry point us"]] for r in rows])
     if args.model:
         best = max((n for n in bench.OTHERS if n in summary), key=lambda n: summary[n]["gflops"])
         print(f"\nOne {args.model} training step (B={args.batch}, T={args.seq}): every matmul, forward and backward")
@@ -271,7 +271,9 @@ def run_bench(args):
           f"run their stored thread count). FMA peak measured now: {peak:.1f} GF/s. BLAS: {'; '.join(blas['libraries'])}; "
           f"OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}. torch: {bench.torch_info(torch)}. "
           f"Target: {machine.target_label()}. dispatch per kernel: tuned winner, blas, near (the nearest tuned size's "
-          f"choice) or model (the analytical config). Rows written to {args.csv}.")
+          f"choice) or model (the analytical config). entry us: microseconds per call that the entry point adds to "
+          f"the kernels it dispatches (validation, reshapes, dispatch), tuned minus the kernels called directly. "
+          f"Rows written to {args.csv}.")
     bench.write_csv(rows, args.csv)
     return 0
 

@@ -4,6 +4,8 @@ For each shape and op (forward; backward = dinp, then dweight and dbias), in one
 interleaved (measure.compare, a pause after every BLAS contender):
 
     tuned      the op through `import tuned` (validation and dispatch included)
+    kernels    what tuned dispatches to, called directly on 2-D views: tuned minus this is the entry
+               point's own cost per call (validation, reshapes, dispatch)
     numpy      numpy as written on the (B,T,C) arrays: np.matmul(inp, W.T, out=out); out += bias ...
     numpy 2-D  numpy on 2-D views, as a careful user writes it (each kernel's `numpy` baseline)
     BLAS beta  BLAS alone, no temporaries: sgemm with beta = 1, sgemv for dbias (each kernel's `blas`)
@@ -78,6 +80,8 @@ def contenders(op, a, torch=None):
     kernels = [ops.KERNELS[name] for name in ops.OPS[op]]
     args = [kernel_arguments(k, a) for k in kernels]
     no_bias = a["bias"].shape[0] == 0
+    shape = ops.Shape(*a["inp"].shape, a["weight"].shape[0])
+    dispatched = [load.winners().function(k.problem(shape))[0] for k in kernels]
 
     def each(baseline):
         return lambda: [k.baseline(baseline)(*x) for k, x in zip(kernels, args)]
@@ -99,8 +103,8 @@ def contenders(op, a, torch=None):
             a["dweight"] += args[1][2].T @ args[1][3]
             a["dbias"] += a["dout"].sum(axis=(0, 1))
 
-    timed = {"naive": each("naive"), "tuned": tuned, "numpy": numpy, "numpy 2-D": each("numpy"),
-             "BLAS beta": each("blas"), "sgemm": each("sgemm")}
+    timed = {"naive": each("naive"), "tuned": tuned, "kernels": lambda: [fn(*x) for fn, x in zip(dispatched, args)],
+             "numpy": numpy, "numpy 2-D": each("numpy"), "BLAS beta": each("blas"), "sgemm": each("sgemm")}
     if torch is not None:
         timed["torch"] = torch_op(torch, op, args)
     return timed
@@ -148,9 +152,8 @@ def dispatch(op, shape):
     names = []
     for kernel_name in ops.OPS[op]:
         choice = load.winners().choice(ops.KERNELS[kernel_name].problem(shape))
-        names.append("blas" if choice.config is None and choice.origin == "tuned" else
-                     "blas (near)" if choice.config is None else
-                     {"tuned": "tuned"}.get(choice.origin, "near" if choice.origin.startswith("nearest") else "model"))
+        where = "tuned" if choice.origin == "tuned" else "near" if choice.origin.startswith("nearest") else "model"
+        names.append(where if choice.config is not None else choice.baseline if where == "tuned" else f"{choice.baseline} ({where})")
     return "+".join(names)
 
 
@@ -176,6 +179,7 @@ def row(op, shape, timings, peak, flops, threads):
             "tuned / sgemm": round(gf["tuned"] / gf["sgemm"], 3),
             "tuned / naive": round(gf["tuned"] / gf["naive"], 2) if "naive" in gf else float("nan"),
             "tuned % peak": round(100 * gf["tuned"] / peak, 1), "sgemm % peak": round(100 * gf["sgemm"] / peak, 1),
+            "entry point us": round(1e6 * (timings["tuned"].median - timings["kernels"].median), 1),
             "peak GF/s": round(peak, 1)}
 
 

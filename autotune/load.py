@@ -25,11 +25,13 @@ _FLOAT32 = np.dtype(np.float32)
 
 @dataclass(frozen=True)
 class Choice:
-    """What runs for one problem: a config (or None for BLAS), where that came from, and its source."""
+    """What runs for one problem: a config, or the baseline that beat the kernels ("blas", "numpy");
+    where that came from; and a stored winner's exact source (else it is rendered from the config)."""
     config: space.Config | None
     origin: str  # "tuned", "nearest tuned <problem>" or "analytical model"
-    source: str | None = None  # a stored winner's exact source; else rendered from config
+    source: str | None = None
     compile_flags: dict | None = None
+    baseline: str | None = None
 
 
 class Winners:
@@ -54,13 +56,15 @@ class Winners:
         entry = self.by_problem.get(problem)
         if entry is not None:
             record = entry.record
-            return Choice(None if record.use == "blas" else record.config, "tuned", entry.source, record.compile_flags)
+            if record.use != "kernel":
+                return Choice(None, "tuned", baseline=record.use)
+            return Choice(record.config, "tuned", entry.source, record.compile_flags)
         tuned = [r.record for r in self.by_problem.values() if r.record.problem.kernel == problem.kernel]
         near = min(tuned, key=lambda r: r.problem.distance(problem), default=None)
         if near is not None and near.problem.distance(problem) <= NEAR:
             origin = f"nearest tuned {near.problem}"
-            if near.use == "blas":
-                return Choice(None, origin)
+            if near.use != "kernel":
+                return Choice(None, origin, baseline=near.use)
             config = space.nearest_choice(near.config, problem)
             if space.invalid_reason(config, problem) is None:
                 return Choice(config, origin)
@@ -72,7 +76,7 @@ class Winners:
         if problem not in self.functions:
             kernel, choice = KERNELS[problem.kernel], self.choice(problem)
             if choice.config is None:
-                self.functions[problem] = (kernel.blas, None)
+                self.functions[problem] = (kernel.baseline(choice.baseline), None)
             else:
                 built = (build.build(choice.source, choice.compile_flags) if choice.source
                          else build.build_kernel(kernel, choice.config))

@@ -41,6 +41,7 @@ def untuned_kernel(kernel, serial):
 
 
 def _untuned_config(kernel, serial):
+    """The analytical config of a problem just under (serial) or over the one-thread line."""
     flops = space.SERIAL_FLOPS / 2 if serial else space.SERIAL_FLOPS * 2
     return space.analytical_config(Problem(kernel, 1, 1, int(flops / 2)))
 
@@ -76,16 +77,18 @@ def blas_backward_weight(dweight, dbias, dout, inp):
 
 # --- the dispatch module, rendered from this machine's winners --------------------------------
 
-DIMS = {"forward": "M, K = inp.shape\n    N = weight.shape[0]", "backward_input": "M, K = dout.shape\n    N = weight.shape[1]",
-        "backward_weight": "K, M = dout.shape\n    N = inp.shape[1]"}
+SUMMED = {"forward": ("inp", 1), "backward_input": ("dout", 1), "backward_weight": ("dout", 0)}  # where K is
+
+
 
 
 def dispatch_source(winners):
+    """The source of the dispatch module for `winners` (a load.Winners)."""
     kernels = []
     for name, kernel in KERNELS.items():
         entries = sorted((e for p, e in winners.by_problem.items() if p.kernel == name), key=lambda e: e.path.stem)
         kernels.append({
-            "name": name, "arguments": kernel.arguments, "dims": DIMS[name],
+            "name": name, "arguments": kernel.arguments, "summed": SUMMED[name],
             "small": _untuned_config(name, True), "large": _untuned_config(name, False),
             "winners": [{"name": f"{name.upper()}_{e.record.problem.M}x{e.record.problem.N}x{e.record.problem.K}",
                          "stem": e.path.stem, "M": e.record.problem.M, "N": e.record.problem.N, "K": e.record.problem.K,

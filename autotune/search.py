@@ -33,6 +33,7 @@ TRIAL_TIME_LIMIT_S = 120.0  # build + verify + time one candidate; past it the c
 MAX_ROUNDS = 6  # rounds of (anchor, candidate) for a leader; the racing rungs are at 2 and 6
 MAX_PROPOSALS_PER_TRIAL = 50  # bounds the proposals (rejected ones, about 20 ms each, included)
 FINALISTS = 3  # best configs timed again side by side with the stored winner and BLAS
+BLAS_FORMULATIONS = ("blas", "numpy")  # baselines the loader may run instead of a kernel that loses: the faster
 FINAL_BUDGET_S = 20.0  # of the final comparison's rounds (at least measure.FINAL_MIN_ROUNDS)
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
@@ -234,9 +235,11 @@ def _record(study, kernel, problem, best, configs, timings, incumbent, decision)
     """The Record of `best` from the final comparison's `timings` and the study."""
     timing = timings[best.label()]
     against_blas = measure.speedup(timing, timings["blas"])
+    fallback = min(BLAS_FORMULATIONS, key=lambda name: timings[name].median)
+    slower = measure.speedup(timing, timings[fallback]).verdict() == "slower"
     return store.Record(
         problem=problem, shape=study.user_attrs.get("shape", "?"), config=best,
-        use="blas" if against_blas.verdict() == "slower" else "kernel",  # never slower than BLAS beyond the noise
+        use=fallback if slower else "kernel",  # never slower than BLAS beyond the noise
         seconds=timing.median, spread=(timing.low, timing.high), rounds=timing.rounds,
         baselines={name: timings[name].median for name in ("blas", "numpy")},
         vs_blas=(against_blas.median, against_blas.low, against_blas.high), decision=decision,

@@ -34,7 +34,7 @@ class Record:
     problem: Problem
     shape: str  # the llm.c shape it was searched as
     config: Config
-    use: str  # "kernel", or "blas" where BLAS with beta beat the kernel beyond the noise
+    use: str  # "kernel", or the baseline that beat it beyond the noise and runs instead: "blas" or "numpy"
     seconds: float  # the kernel's median seconds per call
     spread: tuple  # its 25th and 75th percentiles
     rounds: int
@@ -99,7 +99,7 @@ class Record:
     def summary(self):
         """The header lines of a stored kernel: what it is, where it won and by how much."""
         p = self.problem
-        runs = "; BLAS beat it, so the loader calls BLAS for this size" if self.use == "blas" else ""
+        runs = "" if self.use == "kernel" else f"; {self.use} beat it, so the loader runs {self.use} for this size"
         return [
             f"Tuned winner: {p.kernel} M={p.M} N={p.N} K={p.K} (searched as {self.shape})",
             f"config: {self.config.label()}{runs}",

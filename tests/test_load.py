@@ -148,14 +148,15 @@ def test_foreign_and_corrupt_records_warn_once_and_fall_back(rng, tmp_path, monk
     np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)
 
 
-def test_a_size_where_blas_won_runs_blas_with_beta_and_so_do_its_neighbours(rng, tmp_path, monkeypatch):
-    record, source = make_record(use="blas")  # forward M=10 N=20 K=30
+@pytest.mark.parametrize("baseline", ["blas", "numpy"])
+def test_a_size_where_a_baseline_won_runs_it_and_so_do_its_neighbours(rng, tmp_path, monkeypatch, baseline):
+    record, source = make_record(use=baseline)  # forward M=10 N=20 K=30
     store.save(record, source, tmp_path)
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
     for B, T in ((1, 10), (1, 12)):  # the tuned size, and an untuned one next to it
         a = arrays(rng, B, T, 30, 20)
         forward_call(a)
-        assert load.winners().functions[Problem("forward", B * T, 20, 30)][0] is KERNELS["forward"].blas
+        assert load.winners().functions[Problem("forward", B * T, 20, 30)][0] is getattr(KERNELS["forward"], baseline)
         np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-5, atol=1e-5)
 
 
