@@ -10,6 +10,7 @@ wrong, crashes its process or runs past the time limit fails its own trial with 
 trial's user attributes; the study goes on.
 """
 import collections
+import dataclasses
 import datetime
 import logging
 import os
@@ -53,14 +54,16 @@ def warm_start(study, problem, directory, nearest=3):
     """Seed a new study with what won before on this machine: the winner and finalists of this
     size's own record (a new study of a tuned size means the templates or the search space changed
     since), then those of the `nearest` other tuned sizes of the same kernel (by log-distance of
-    M, N, K), each moved to the nearest valid choice; then the analytical model's config.
-    Records from other machines say nothing about this one."""
+    M, N, K), each moved to the nearest valid choice; then the analytical model's configs for NR of
+    two, one, three and four vectors, and its first with one K block. Records from other machines say
+    nothing about this one."""
     earlier = sorted((e for e in store.entries(directory) if e.status in ("ok", "stale")
                       and e.record.problem.kernel == problem.kernel), key=lambda e: e.record.problem.distance(problem))
     same = [e for e in earlier if e.record.problem == problem]
     others = [e for e in earlier if e.record.problem != problem][:nearest]
+    model = [space.analytical_config(problem, vectors=v) for v in (2, *(v for v in space.VECTORS_PER_NR if v != 2))]
     seeds = [*(c for e in same + others for c in [e.record.config, *(f for f, _ in e.record.finalists)]),
-             space.analytical_config(problem)]
+             *model, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
     for config in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds):
         if space.invalid_reason(config, problem) is None:
             study.enqueue_trial(config.params(), user_attrs={"seeded": True})

@@ -75,24 +75,25 @@ FMA_PIPES, FMA_LATENCY = 2, 4  # per core; a register block needs PIPES * LATENC
 SERIAL_FLOPS = 4e6  # below this a parallel region costs more than it saves (about 20 us on 2 threads)
 
 
-def analytical_config(problem, caches=None, target=None):
+def analytical_config(problem, caches=None, target=None, vectors=2):
     """The BLIS analytical model (Low et al., 2016) for this target and its caches: the config a size
-    nobody tuned runs, the anchor every candidate of a search is timed against, and a seed of every
-    search (moved to the problem's choices). One config per kernel for all sizes but the smallest, so
-    a program that meets many untuned sizes compiles it once.
+    nobody tuned runs, the anchor every candidate of a search is timed against, and (for NR of one
+    to four vectors) seeds of every search, moved to the problem's choices. One config per kernel for
+    all sizes but the smallest, so a program that meets many untuned sizes compiles it once.
 
-    Register block: NR = 2 vectors; MR the largest choice whose accumulators, B row and broadcast fit
-    the registers, with at least FMA_PIPES * FMA_LATENCY accumulators to hide FMA latency. KC: the
-    MR x KC and KC x NR micro-panels fill 3/4 of L1. MC: the MC x KC block of A fills half of L2;
-    NC: KC x NC of B fills half of L3. Problems under SERIAL_FLOPS run on one thread.
+    Register block: NR = `vectors` vectors; MR the largest choice whose accumulators, B row and
+    broadcast fit the registers, with at least FMA_PIPES * FMA_LATENCY accumulators to hide FMA
+    latency where it can. KC: the MR x KC and KC x NR micro-panels fill 3/4 of L1. MC: the MC x KC
+    block of A fills half of L2; NC: KC x NC of B fills half of L3. Problems under SERIAL_FLOPS run
+    on one thread.
     """
     caches = caches or machine.cache_sizes()
     target = target or machine.target()
     options = choices(target=target)
-    nr = 2 * target.lanes
-    fitting = [m for m in options["mr"] if registers_needed(m, nr, target.lanes) <= target.registers
-               and m * nr // target.lanes >= FMA_PIPES * FMA_LATENCY] or [min(options["mr"])]
-    mr = max(fitting)
+    nr = vectors * target.lanes
+    fitting = [m for m in options["mr"] if registers_needed(m, nr, target.lanes) <= target.registers]
+    hiding = [m for m in fitting if m * vectors >= FMA_PIPES * FMA_LATENCY]
+    mr = max(hiding or fitting or [min(options["mr"])])
     kc = _largest_at_most(options["kc"], caches[1] * 3 // 4 // ((mr + nr) * 4))
     row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
     col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
