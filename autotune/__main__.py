@@ -202,12 +202,7 @@ def print_outcomes(outcomes, directory):
 def _stop_searches_on_signals():
     """A kill ends a search like Ctrl-C: the running trial is marked failed, the study stays consistent."""
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
-
-
-def _interrupt(signum, frame):
-    search.INTERRUPTED.set()
-    raise KeyboardInterrupt
+        signal.signal(signum, search.interrupt)
 
 
 def _without_preset_blas(args):

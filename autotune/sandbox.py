@@ -13,6 +13,7 @@ candidate far behind after two rounds is not timed further).
 import multiprocessing
 import random
 import signal
+import threading
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from autotune import build, measure, ops, render, space, verify
 # A forked child inherits the parent's numba/OpenMP threads in an unknown state: start fresh.
 CONTEXT = multiprocessing.get_context("spawn")
 STARTUP_LIMIT_S = 600.0  # building the float64 references of a large problem takes a while
+WAITING = threading.Event()  # set while the parent waits on the child: a signal may interrupt it there
 
 
 class CandidateFailed(Exception):
@@ -75,7 +77,12 @@ class Sandbox:
         self._receive(STARTUP_LIMIT_S, "start-up")
 
     def _receive(self, limit_s, what):
-        if not self._connection.poll(limit_s):  # also returns when the child has died
+        WAITING.set()
+        try:
+            ready = self._connection.poll(limit_s)  # also returns when the child has died
+        finally:
+            WAITING.clear()
+        if not ready:
             self.close()
             raise CandidateFailed(f"killed: no result within {what} ({limit_s:.0f} s)")
         try:

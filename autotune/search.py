@@ -45,9 +45,24 @@ def racing_pruner():
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
 
 
-# Set by the command line's SIGINT/SIGTERM handler. An interrupt that lands inside numba's compiler
-# can come back wrapped in an ordinary exception; the flag keeps it an interrupt.
+# Set by `interrupt` (the command line's SIGINT/SIGTERM handler). An interrupt that lands inside
+# numba's compiler can come back wrapped in an ordinary exception; the flag keeps it an interrupt.
 INTERRUPTED = threading.Event()
+_IN_OPTUNA = threading.Event()  # inside study.optimize: optuna may be writing the study
+
+
+def interrupt(signum, frame):
+    """Signal handler. Inside study.optimize an exception raised while optuna writes a trial's
+    outcome breaks optuna's own bookkeeping, so there the signal raises only while the search waits
+    on its candidate; elsewhere it is only noted, and the search stops at the next trial boundary."""
+    INTERRUPTED.set()
+    if sandbox.WAITING.is_set() or not _IN_OPTUNA.is_set():
+        raise KeyboardInterrupt
+
+
+def _stop_if_interrupted(study, trial):
+    if INTERRUPTED.is_set():
+        study.stop()
 
 
 def warm_start(study, problem, directory, nearest=3):
@@ -110,6 +125,8 @@ class Objective:
 
     def _evaluate(self, trial, config):
         def keep_going(ratios):
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt
             trial.report(statistics.median(ratios), step=len(ratios))
             if len(ratios) < MAX_ROUNDS and not trial.should_prune():
                 return True
@@ -117,6 +134,8 @@ class Objective:
                 trial.set_user_attr("raced_out", f"behind the leaders after {len(ratios)} rounds")
             return False
 
+        if INTERRUPTED.is_set():  # noted while optuna proposed this trial
+            raise KeyboardInterrupt
         result = self.evaluator.evaluate(render.render(KERNELS[self.problem.kernel], config), config, keep_going)
         trial.set_user_attr("compile_s", result["compile_s"])
         trial.set_user_attr("compiled", result["compiled"])
@@ -178,10 +197,16 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
         try:
             with (sandbox.Sandbox(kernel, problem, studies.anchor_of(study), time_limit_s) as evaluator,
                   tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar):
-                study.optimize(Objective(problem, evaluator), n_trials=MAX_PROPOSALS_PER_TRIAL * remaining,
-                               timeout=timeout, catch=(Exception,), gc_after_trial=False,
-                               callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED),
-                                          _progress(bar, problem)])
+                _IN_OPTUNA.set()
+                try:
+                    study.optimize(Objective(problem, evaluator), n_trials=MAX_PROPOSALS_PER_TRIAL * remaining,
+                                   timeout=timeout, catch=(Exception,), gc_after_trial=False,
+                                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED),
+                                              _progress(bar, problem), _stop_if_interrupted])
+                finally:
+                    _IN_OPTUNA.clear()
+                if INTERRUPTED.is_set():  # noted at a trial boundary, where optuna stopped
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             _fail_interrupted(study, earlier)
             raise
