@@ -52,7 +52,12 @@ class Winners:
         self.functions = {}
 
     def choice(self, problem):
-        """The Choice for `problem`."""
+        """The Choice for `problem`, agreed with the other kernel of its backward (see _beside)."""
+        own = self._own_choice(problem)
+        sibling = _sibling(problem)
+        return own if sibling is None else _beside(own, self._own_choice(sibling))
+
+    def _own_choice(self, problem):
         entry = self.by_problem.get(problem)
         if entry is not None:
             record = entry.record
@@ -83,6 +88,27 @@ class Winners:
                 threads = choice.config.threads
                 self.functions[problem] = (built.function(kernel), threads if threads > 1 else None)
         return self.functions[problem]
+
+
+def _sibling(problem):
+    """The other kernel of the same backward (llm.c's sizes: backward_input is (B*T, C, OC),
+    backward_weight (OC, C, B*T)), or None for the forward."""
+    if problem.kernel == "backward_input":
+        return Problem("backward_weight", problem.K, problem.N, problem.M)
+    if problem.kernel == "backward_weight":
+        return Problem("backward_input", problem.K, problem.N, problem.M)
+    return None
+
+
+def _beside(own, other):
+    """A BLAS call leaves OpenBLAS's threads spinning for a while, and a parallel kernel started
+    then fights them for the two cores: at 4,64,48,48 a backward whose input half ran BLAS and whose
+    weight half ran a 2-thread kernel took 9 ms a call, against 0.08 ms for both halves in BLAS and
+    0.11 ms with a 1-thread kernel (interleaved, 7 rounds). So beside a BLAS formulation, a parallel
+    kernel gives way to that formulation too."""
+    if other.baseline is None or own.baseline is not None or own.config.threads == 1:
+        return own
+    return Choice(None, f"{own.origin}, then {other.baseline} as beside it", baseline=other.baseline)
 
 
 _winners = {}

@@ -92,7 +92,8 @@ def dispatch_source(winners):
             "small": _untuned_config(name, True), "large": _untuned_config(name, False),
             "winners": [{"name": f"{name.upper()}_{e.record.problem.M}x{e.record.problem.N}x{e.record.problem.K}",
                          "stem": e.path.stem, "M": e.record.problem.M, "N": e.record.problem.N, "K": e.record.problem.K,
-                         "use": e.record.use, "threads": e.record.config.threads, "label": e.record.config.label(),
+                         "use": "kernel" if winners.choice(e.record.problem).config else "blas",
+                         "threads": e.record.config.threads, "label": e.record.config.label(),
                          "sha": e.record.source_sha256[:12]} for e in entries]})
     return render.render_file("njit_dispatch.py.jinja", kernels=kernels, serial_flops=int(space.SERIAL_FLOPS),
                               fingerprint=machine.fingerprint()["id"])

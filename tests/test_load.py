@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tuned
-from autotune import load, space, store
+from autotune import load, render, space, store
 from autotune.ops import KERNELS, Problem
 from conftest import LANES, make_record
 
@@ -168,3 +168,23 @@ def test_an_untuned_size_runs_the_nearest_tuned_choice_or_the_analytical_config(
     assert load.winners().choice(near).config == record.config
     assert load.winners().choice(near).origin == "nearest tuned forward M=10 N=20 K=30"
     assert load.winners().choice(far) == load.Choice(space.analytical_config(far), "analytical model")
+
+
+def _backward_input_record(problem, use):
+    kernel = KERNELS["backward_input"]
+    config = space.analytical_config(problem)
+    source = render.render(kernel, config)
+    record, _ = make_record(problem=problem, config=config, use=use, finalists=((config, 1.0),),
+                            template=kernel.template, template_hash=render.template_hash(kernel),
+                            source_sha256=store.source_digest(source))
+    return record, source
+
+
+def test_beside_a_blas_half_of_the_backward_a_parallel_kernel_gives_way_and_a_serial_one_stays(tmp_path, monkeypatch):
+    for size in ((4096, 768, 768), (10, 20, 30)):  # backward_input (B*T, C, OC), BLAS won both
+        store.save(*_backward_input_record(Problem("backward_input", *size), "blas"), tmp_path)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    parallel_half, serial_half = Problem("backward_weight", 768, 768, 4096), Problem("backward_weight", 30, 20, 10)
+    assert space.analytical_config(parallel_half).threads > 1 and space.analytical_config(serial_half).threads == 1
+    assert load.winners().choice(parallel_half).baseline == "blas"
+    assert load.winners().choice(serial_half) == load.Choice(space.analytical_config(serial_half), "analytical model")
