@@ -205,6 +205,10 @@ def _stop_searches_on_signals():
         signal.signal(signum, search.interrupt)
 
 
+def _or_dash(value):
+    return "-" if value != value else value  # NaN: not measured
+
+
 def _without_preset_blas(args):
     """numpy picks its OpenBLAS kernel at import: rerun without the preset, or None to go on here."""
     preset = [name for name in bench.BLAS_ENV if name in os.environ]
@@ -253,7 +257,7 @@ def run_bench(args):
                  "% peak", "entry us"],
                 [[*([r["matmul"]] if args.model else []), _short(r["shape"]), r["op"], r["dispatch"],
                   *[r.get(f"{n} GF/s", "-") for n in names], r["best other"], f"{r['tuned / best other']:.2f}",
-                  r["tuned % peak"], r["entry point us"]] for r in rows])
+                  r["tuned % peak"], _or_dash(r["entry point us"])] for r in rows])
     if args.model:
         best = max((n for n in bench.OTHERS if n in summary), key=lambda n: summary[n]["gflops"])
         print(f"\nOne {args.model} training step (B={args.batch}, T={args.seq}): every matmul, forward and backward")
@@ -263,11 +267,13 @@ def run_bench(args):
         print(f"best other: {best}")
     blas = measure.blas_info()
     print(f"\nGF/s, medians of {args.rounds} interleaved rounds, {threads} threads for every contender (tuned kernels "
-          f"run their stored thread count). FMA peak measured now: {peak:.1f} GF/s. BLAS: {'; '.join(blas['libraries'])}; "
+          f"run their stored thread count). FMA peak: {peak:.1f} GF/s (the best measured on this machine kind). BLAS: {'; '.join(blas['libraries'])}; "
           f"OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}. torch: {bench.torch_info(torch)}. "
           f"Target: {machine.target_label()}. dispatch per kernel: tuned winner, blas, near (the nearest tuned size's "
-          f"choice) or model (the analytical config). entry us: microseconds per call that the entry point adds to "
-          f"the kernels it dispatches (validation, reshapes, dispatch), tuned minus the kernels called directly. "
+          f"choice) or model (the analytical config); beside: a parallel kernel giving way to the BLAS formulation "
+          f"the other backward kernel runs (OpenBLAS's spinning threads slow a parallel kernel started after it). entry us: microseconds per call that the entry point adds to "
+          f"the kernels it dispatches (validation, reshapes, dispatch), tuned minus the kernels called directly, where a "
+          f"call takes under {bench.ENTRY_RESOLVED_S * 1e3:.0f} ms (above, the difference is noise). "
           f"Rows written to {args.csv}.")
     bench.write_csv(rows, args.csv)
     return 0

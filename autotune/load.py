@@ -32,6 +32,7 @@ class Choice:
     source: str | None = None
     compile_flags: dict | None = None
     baseline: str | None = None
+    beside: bool = False  # the baseline runs because the other kernel of the backward runs it (_beside)
 
 
 class Winners:
@@ -108,7 +109,7 @@ def _beside(own, other):
     kernel gives way to that formulation too."""
     if other.baseline is None or own.baseline is not None or own.config.threads == 1:
         return own
-    return Choice(None, f"{own.origin}, then {other.baseline} as beside it", baseline=other.baseline)
+    return Choice(None, own.origin, baseline=other.baseline, beside=True)
 
 
 _winners = {}

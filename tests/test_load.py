@@ -186,5 +186,5 @@ def test_beside_a_blas_half_of_the_backward_a_parallel_kernel_gives_way_and_a_se
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
     parallel_half, serial_half = Problem("backward_weight", 768, 768, 4096), Problem("backward_weight", 30, 20, 10)
     assert space.analytical_config(parallel_half).threads > 1 and space.analytical_config(serial_half).threads == 1
-    assert load.winners().choice(parallel_half).baseline == "blas"
+    assert load.winners().choice(parallel_half).baseline == "blas" and load.winners().choice(parallel_half).beside
     assert load.winners().choice(serial_half) == load.Choice(space.analytical_config(serial_half), "analytical model")
