@@ -92,7 +92,8 @@ def contenders(op, a, torch=None):
 
         def numpy():
             np.matmul(a["inp"], a["weight"].T, out=a["out"])
-            a["out"] += a["bias"]
+            if not no_bias:
+                a["out"] += a["bias"]
     else:
         def tuned():
             load.matmul_backward(a["dinp"], a["dweight"], None if no_bias else a["dbias"], a["dout"], a["inp"],
@@ -101,7 +102,8 @@ def contenders(op, a, torch=None):
         def numpy():
             a["dinp"] += a["dout"] @ a["weight"]
             a["dweight"] += args[1][2].T @ args[1][3]
-            a["dbias"] += a["dout"].sum(axis=(0, 1))
+            if not no_bias:
+                a["dbias"] += a["dout"].sum(axis=(0, 1))
 
     timed = {"naive": each("naive"), "tuned": tuned, "kernels": lambda: [fn(*x) for fn, x in zip(dispatched, args)],
              "numpy": numpy, "numpy 2-D": each("numpy"), "BLAS beta": each("blas"), "sgemm": each("sgemm")}

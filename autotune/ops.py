@@ -134,7 +134,8 @@ class Forward(Kernel):
     @staticmethod
     def numpy(out, inp, weight, bias):
         np.matmul(inp, weight.T, out=out)
-        out += bias
+        if bias.shape[0]:
+            out += bias
 
     @staticmethod
     def blas(out, inp, weight, bias):

@@ -158,6 +158,8 @@ def test_a_size_where_a_baseline_won_runs_it_and_so_do_its_neighbours(rng, tmp_p
         forward_call(a)
         assert load.winners().functions[Problem("forward", B * T, 20, 30)][0] is getattr(KERNELS["forward"], baseline)
         np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-5, atol=1e-5)
+        forward_call(a, bias=None)  # no bias: the baseline must not add one
+        np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T, rtol=1e-5, atol=1e-5)
 
 
 def test_an_untuned_size_runs_the_nearest_tuned_choice_or_the_analytical_config(tmp_path, monkeypatch):
