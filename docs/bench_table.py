@@ -3,7 +3,8 @@
     python -m autotune bench --csv bench1.csv     # three times, nothing else running
     python docs/bench_table.py bench1.csv bench2.csv bench3.csv
 
-Each cell is min-max over the runs (one number when they agree to the digit shown).
+Each cell is min-max over the runs (one number when they agree to the digit shown); dispatch is
+the last run's.
 """
 import csv
 import sys
@@ -29,13 +30,13 @@ def table(runs):
         cells = []
         for _, column in COLUMNS:
             values = [float(r[column]) for r in rows if r.get(column) not in (None, "", "nan")]
-            digits = 2 if "/" in column else (0 if "%" in column else 1)
+            digits = 2 if column == "tuned / best other" else 0 if "%" in column else 1
             cells.append(spread(values, digits) if values else "-")
         entry = [float(r["entry point us"]) for r in rows
                  if r["entry point us"] != "nan" and float(r["tuned s"]) < 1e-3]
         best = sorted({r["best other"] for r in rows})
-        shape = key[0].replace("B=", "").replace("T=", "").replace("C=", "").replace("OC=", "")
-        lines.append(f"| {shape} | {key[1]} | {'/'.join(sorted({r['dispatch'] for r in rows}))} | "
+        shape = ",".join(part.split("=")[1] for part in key[0].split(","))
+        lines.append(f"| {shape} | {key[1]} | {rows[-1]['dispatch']} | "
                      + " | ".join(cells) + f" | {', '.join(best)} | {spread(entry, 0) if entry else '-'} |")
     return "\n".join(lines)
 
