@@ -124,10 +124,17 @@ def main(argv=None):
     run = {"search": run_search, "show": run_show, "bench": run_bench, "sweep": run_sweep, "pull": run_pull,
            "report": run_report}[args.command]
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()
+        return status
     except UsageError as error:
         print(f"python -m autotune {args.command}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader left early (`show | head`): no traceback, and no second error when Python
+        # flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 class UsageError(Exception):

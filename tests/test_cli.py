@@ -72,3 +72,13 @@ def test_help_shows_every_default_and_the_readme_lists_every_flag(tuned):
         assert not missing, f"README's synopsis lacks {missing} of `{command}`"
     search_help = autotune("search", "--help", tuned=tuned).stdout
     assert "(default: 24)" in search_help and "(default: tpe)" in search_help
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tuned):
+    """`show | grep -q ok` closes the pipe after the first match; the listing must not then crash."""
+    env = {**os.environ, "AUTOTUNE_TUNED_DIR": str(tuned)}
+    reader_gone = subprocess.Popen([sys.executable, "-m", "autotune", "show"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    reader_gone.stdout.close()
+    assert "Traceback" not in reader_gone.stderr.read()
+    assert reader_gone.wait(timeout=120) == 141  # as a shell reports a pipeline member killed by SIGPIPE
