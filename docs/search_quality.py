@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autotune import build, measure, ops, search as search_module, space, store, study
+from autotune import build, machine, measure, ops, search as search_module, space, store, study
 
 HEADLINE, MLP_UP = "64,1024,768,768", "4,1024,768,3072"
 OUT = Path(__file__).with_name("search-quality.json")
@@ -31,14 +31,18 @@ ROUNDS = 9
 
 def search(args, work=None, tuned=None):
     """Run `python -m autotune search ARGS` with its own cache and study database under `work` (the
-    user's own without one); returns (wall seconds, the folder its winners went to)."""
+    user's own without one); returns (wall seconds, the folder its winners went to, the decisions it
+    printed: "stored: why" or "not stored: why", one per kernel)."""
     tuned = tuned or (work / "tuned" if work else REPO_TUNED)
     env = {**os.environ, "AUTOTUNE_TUNED_DIR": str(tuned)}
     if work:
         env["AUTOTUNE_CACHE_DIR"] = str(work / "cache")
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "autotune", "search", *args], env=env, check=True)
-    return round(time.perf_counter() - start, 1), tuned
+    printed = subprocess.run([sys.executable, "-m", "autotune", "search", *args], env=env, check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+    print(printed, end="")
+    decisions = [line.strip() for line in printed.splitlines() if line.startswith(("  stored:", "  not stored:"))]
+    return round(time.perf_counter() - start, 1), tuned, decisions
 
 
 def stored(tuned, kernel, shape):
@@ -83,7 +87,7 @@ def configs_of(records):
 def reference(state):
     """The long study of the headline forward: the repository's own (docs/retune.sh made it with 24
     trials), taken to 60. Its finalists are the best known configs."""
-    wall, tuned = search(["--op", "forward", "--shape", HEADLINE, "--trials", "60"])
+    wall, tuned, _ = search(["--op", "forward", "--shape", HEADLINE, "--trials", "60"])
     record = stored(tuned, "forward", HEADLINE)
     problem = ops.KERNELS["forward"].problem(ops.Shape.parse(HEADLINE))
     best = search_module.finalists(study.open_study(problem))  # the study's three best, whatever tuned/ kept
@@ -102,7 +106,7 @@ def short(state, runs):
     for _ in range(runs):
         work = Path(tempfile.mkdtemp(prefix="quality-short-"))
         tuned = _repo_tuned_without(work, "forward", HEADLINE)
-        wall, _ = search(["--op", "forward", "--shape", HEADLINE, "--timeout", "180"], work, tuned)
+        wall, _, _ = search(["--op", "forward", "--shape", HEADLINE, "--timeout", "180"], work, tuned)
         state.setdefault("short", []).append({"wall_s": wall, **describe(stored(tuned, "forward", HEADLINE))})
         save(state)
     judge_short(state)
@@ -130,7 +134,7 @@ def pair(state):
         tuned = _repo_tuned_without(work, "backward_input", MLP_UP)
         for path in tuned.glob(f"backward_weight-{_size('backward_weight', MLP_UP)}-*"):
             path.unlink()
-        wall, _ = search(["--op", "backward", "--shape", MLP_UP, "--trials", "16"], work, tuned)
+        wall, _, _ = search(["--op", "backward", "--shape", MLP_UP, "--trials", "16"], work, tuned)
         runs.append({"wall_s": wall, **{k: describe(stored(tuned, k, MLP_UP)) for k in ops.OPS["backward"]}})
     for kernel in ops.OPS["backward"]:
         a, b = (space.Config.from_dict(r[kernel]["params"]) for r in runs)
@@ -144,13 +148,13 @@ def rerun(state, runs):
     the new best is faster beyond the noise."""
     work = Path(tempfile.mkdtemp(prefix="quality-rerun-"))
     changes, trials = [], 12
-    wall, tuned = search(["--op", "forward", "--shape", HEADLINE, "--trials", str(trials)], work)
+    _, tuned, _ = search(["--op", "forward", "--shape", HEADLINE, "--trials", str(trials)], work)
     before = stored(tuned, "forward", HEADLINE).source_sha256
     for _ in range(runs):
         trials += 2  # each rerun adds two trials, then decides against the stored winner
-        search(["--op", "forward", "--shape", HEADLINE, "--trials", str(trials)], work)
+        _, _, [decision] = search(["--op", "forward", "--shape", HEADLINE, "--trials", str(trials)], work)
         record = stored(tuned, "forward", HEADLINE)
-        changes.append({"trials": trials, "changed": record.source_sha256 != before, "decision": record.decision})
+        changes.append({"trials": trials, "changed": record.source_sha256 != before, "decision": decision})
         before = record.source_sha256
     state["rerun"] = changes
 
@@ -160,7 +164,7 @@ def nearby(state):
     work = Path(tempfile.mkdtemp(prefix="quality-nearby-"))
     shipped = stored(REPO_TUNED, "forward", MLP_UP)
     tuned = _repo_tuned_without(work, "forward", MLP_UP)
-    wall, _ = search(["--op", "forward", "--shape", MLP_UP, "--trials", "10"], work, tuned)
+    wall, _, _ = search(["--op", "forward", "--shape", MLP_UP, "--trials", "10"], work, tuned)
     found = stored(tuned, "forward", MLP_UP)
     references = [c for c, _ in shipped.finalists]
     seconds = side_by_side("forward", MLP_UP, references + [found.config])
@@ -223,19 +227,37 @@ def report(state):
                   "| rerun | trials in the study | record changed | decision |", "|---|---|---|---|"]
         lines += [f"| {i + 1} | {r['trials']} | {'yes' if r['changed'] else 'no'} | {r['decision']} |"
                   for i, r in enumerate(state["rerun"])]
-        lines += ["", f"The record changed {changed} time(s) in {len(state['rerun'])} reruns (target: at most once).", ""]
+        lines += ["", f"The record changed {changed} time(s) in {len(state['rerun'])} reruns (target: at most once). "
+                  f"Headline forward, `search --trials 12`, then each rerun adding two trials, one study and "
+                  f"tuned/ folder; the decision is what each rerun printed.", ""]
     if "nearby" in state:
         n = state["nearby"]
         lines += ["## A nearby shape with `--trials 10`", "",
                   f"`search --op forward --shape {MLP_UP} --trials 10` next to the shipped tuned/ ({n['wall_s']} s): "
                   f"winner `{n['config']}`, {n['vs_reference']}x the fastest of the shipped record's finalists "
                   f"(`{n['reference']}`) side by side (target: within 5%).", ""]
+    missing = [step for step in STEPS if step not in state]
+    if missing:
+        lines += ["## Not measured", "", f"Steps without a result in the JSON: {', '.join(missing)}. "
+                  "`python docs/search_quality.py STEP` runs one.", ""]
+    if "machine" in state:
+        lines += [f"Machine: {state['machine']['cpu']}, {state['machine']['target']}, {state['machine']['cores']} cores "
+                  f"(fingerprint {state['machine']['id']}).", ""]
     OUT.with_suffix(".md").write_text("\n".join(lines))
+
+
+STEPS = ("reference", "short", "pair", "rerun", "nearby")
 
 
 def main():
     command, count = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None
     state = load()
+    if command != "report":
+        facts = machine.fingerprint()
+        if state.get("machine", facts)["id"] != facts["id"]:
+            sys.exit(f"docs/search-quality.json holds runs of machine {state['machine']['id']}, this is {facts['id']}: "
+                     "move it aside to start over")
+        state["machine"] = facts
     {"reference": lambda: reference(state), "short": lambda: short(state, count or 6), "pair": lambda: pair(state),
      "rerun": lambda: rerun(state, count or 5), "nearby": lambda: nearby(state), "report": lambda: None}[command]()
     save(state)
