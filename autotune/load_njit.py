@@ -23,6 +23,7 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from autotune import build, load, machine, render, space
+from autotune.load import overlaps
 from autotune.ops import KERNELS, Problem
 
 # --- what the generated dispatch calls -------------------------------------------------------
@@ -131,12 +132,6 @@ def _is_none(argument):
     return argument is None or isinstance(argument, (types.NoneType, types.Omitted))
 
 
-@njit(cache=True)
-def _overlaps(a, b):
-    """Whether two C-contiguous arrays share memory."""
-    return a.ctypes.data < b.ctypes.data + b.size * b.itemsize and b.ctypes.data < a.ctypes.data + a.size * a.itemsize
-
-
 _NOTHING = np.empty(0, np.float32)  # no bias: numba freezes a global array, read-only, as kernels read bias
 
 
@@ -167,7 +162,7 @@ def _forward(out, inp, weight, bias):
         raise ValueError("matmul_forward: out must be (B, T, OC): B, T of inp, OC = weight.shape[0]")
     if bias.shape[0] != 0 and bias.shape[0] != OC:
         raise ValueError("matmul_forward: bias must be (OC,) with OC = weight.shape[0]")
-    if _overlaps(out, inp) or _overlaps(out, weight) or _overlaps(out, bias):
+    if overlaps(out, inp) or overlaps(out, weight) or overlaps(out, bias):
         raise ValueError("matmul_forward: out overlaps an input in memory")
     M = B * T
     if M == 0 or OC == 0:
@@ -196,9 +191,9 @@ def _backward(dinp, dweight, dbias, dout, inp, weight):
         raise ValueError("matmul_backward: dbias must be (OC,) with OC of dout")
     for output in (dinp.ravel(), dweight.ravel(), dbias):
         for source in (dout.ravel(), inp.ravel(), weight.ravel()):
-            if _overlaps(output, source):
+            if overlaps(output, source):
                 raise ValueError("matmul_backward: an output overlaps an input in memory")
-    if _overlaps(dinp.ravel(), dweight.ravel()) or _overlaps(dinp.ravel(), dbias) or _overlaps(dweight.ravel(), dbias):
+    if overlaps(dinp.ravel(), dweight.ravel()) or overlaps(dinp.ravel(), dbias) or overlaps(dweight.ravel(), dbias):
         raise ValueError("matmul_backward: two outputs overlap in memory")
     M = B * T
     if M == 0 or C == 0 or OC == 0:  # nothing is summed, or nothing receives the sum

@@ -89,6 +89,7 @@ BAD_FORWARD = [
     ("bias", lambda a: a["bias"][:6].copy(), ValueError, "bias has shape (6,), expected (OC,) = (7,)"),
     ("out", lambda a: a["out"][:, :2].copy(), ValueError, "out has shape (2, 2, 7), expected (B, T, OC) = (2, 3, 7)"),
     ("out", lambda a: np.ones((2, 3, 7), np.float64), TypeError, "out must be float32"),
+    ("bias", lambda a: a["out"].reshape(-1)[-7:], ValueError, "out overlaps bias"),
 ]
 
 
@@ -109,6 +110,8 @@ BAD_BACKWARD = [
     ("dbias", lambda a: [0.0] * 7, TypeError, "dbias must be a numpy array of float32 (OC,) = (7,), got list"),
     ("dinp", lambda a: a["inp"], ValueError, "dinp overlaps inp"),
     ("dweight", lambda a: a["weight"], ValueError, "dweight overlaps weight"),
+    ("dbias", lambda a: a["dinp"].reshape(-1)[3:10], ValueError, "dinp overlaps dbias"),  # two outputs
+    ("dbias", lambda a: a["dout"].reshape(-1)[-7:], ValueError, "dbias overlaps dout"),  # the last bytes only
 ]
 
 
