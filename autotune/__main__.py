@@ -242,6 +242,7 @@ def run_sweep(args):
             return 130
     rows, plots = sweep.run(shapes, args.rounds, args.csv, args.plots,
                             progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
+    print("\n".join(sweep.summary(rows)))
     print(f"{len(rows)} rows in {args.csv}; plots: {', '.join(plots) or 'none (pip install -e .[plot])'}")
     return 0
 

@@ -198,10 +198,12 @@ def _valid(spec, arrays):
         array = arrays[name]
         if array is None and optional:
             continue
-        if not (type(array) is np.ndarray and array.dtype == _FLOAT32 and array.ndim == len(dims)
-                and array.flags.c_contiguous and (array.flags.writeable or not written)):
+        if type(array) is not np.ndarray or array.dtype != _FLOAT32:
             return False
-        for dim, size in zip(dims, array.shape):
+        flags, shape = array.flags, array.shape  # each attribute read makes an object: read once
+        if not flags.c_contiguous or (written and not flags.writeable) or len(shape) != len(dims):
+            return False
+        for dim, size in zip(dims, shape):
             if sizes.setdefault(dim, size) != size:
                 return False
     return True

@@ -2,7 +2,9 @@
 timing the naive loop, the tuned op (as `import tuned` dispatches it) and numpy/BLAS, with
 log-log plots of time against tensor elements like the article's Fig. 1 and 2.
 """
+import collections
 import itertools
+import statistics
 
 from autotune import bench, measure, ops, search
 
@@ -64,3 +66,25 @@ def plot(rows, prefix, blas):
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def summary(rows):
+    """Per op, one line: the tuned op against the best other over the grid (median and worst), and
+    how many shapes ran a tuned size's choice, its nearest tuned size's, or the analytical model's."""
+    lines = []
+    for op in ("forward", "backward"):
+        op_rows = [r for r in rows if r["op"] == op]
+        if not op_rows:
+            continue
+        ratios = [r["tuned / best other"] for r in op_rows]
+        worst = min(op_rows, key=lambda r: r["tuned / best other"])
+        origins = collections.Counter(_origin(r["dispatch"]) for r in op_rows)
+        lines.append(f"{op}: tuned / best other median {statistics.median(ratios):.2f}, worst {min(ratios):.2f} "
+                     f"({worst['shape']}), {sum(x < 0.9 for x in ratios)} of {len(ratios)} below 0.90; dispatch: "
+                     + ", ".join(f"{n} {origin}" for origin, n in origins.most_common()))
+    return lines
+
+
+def _origin(dispatch):
+    """"tuned", "near" or "model" (the least tuned of an op's kernels) from bench.dispatch's text."""
+    return next((o for o in ("model", "near") if o in dispatch), "tuned")
