@@ -202,9 +202,9 @@ def report(state):
     if "reference" in state:
         r = state["reference"]
         finalists = ", ".join(f"`{f['config']}`" for f in r["finalists"])
-        lines += [f"Reference: `{r['command']}` ({r['wall_s']} s): {r['trials_timed']} configs timed, "
-                  f"{r['raced_out']} of them raced out after two rounds; winner `{r['config']}` {r['gflops']} GF/s; "
-                  f"finalists {finalists}.", ""]
+        lines += [f"Reference: `{r['command']}` ({r['wall_s']} s) on the study the shipped record came from; the "
+                  f"study then held {r['study_trials']} trials (raced-out ones included). Its finalists and the "
+                  f"shipped record's config: {finalists}.", ""]
     if "short" in state:
         judged = state.get("short_judged", {})
         lines += ["## Headline forward, `search --timeout 180` from an empty build cache", "",
