@@ -66,10 +66,7 @@ def side_by_side(kernel, shape, configs):
     k = ops.KERNELS[kernel]
     problem = k.problem(ops.Shape.parse(shape))
     arrays = k.inputs(problem, seed=1)
-    contenders = {}
-    for c in dict.fromkeys(configs):
-        fn = build.build_kernel(k, c).function(k)
-        contenders[c.label()] = measure.on_threads(c.threads, lambda fn=fn: k.call(fn, arrays))
+    contenders = {c.label(): _kernel_call(k, c, arrays) for c in dict.fromkeys(configs)}
     return {name: t.median for name, t in measure.compare(contenders, rounds=ROUNDS).items()}
 
 
@@ -164,9 +161,13 @@ def _runs(k, described, arrays):
     if described["use"] != "kernel":
         fn = k.baseline(described["use"])
         return described["use"], lambda: k.call(fn, arrays)
-    config = space.Config.from_dict(described["params"])
+    return f"kernel {described['config']}", _kernel_call(k, space.Config.from_dict(described["params"]), arrays)
+
+
+def _kernel_call(k, config, arrays):
+    """A call of `config`'s kernel on `arrays`, on the thread count it was rendered for."""
     fn = build.build_kernel(k, config).function(k)
-    return f"kernel {described['config']}", measure.on_threads(config.threads, lambda: k.call(fn, arrays))
+    return measure.on_threads(config.threads, lambda: k.call(fn, arrays))
 
 
 def rerun(state, runs):
