@@ -106,15 +106,15 @@ class Objective:
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
         config = suggest(trial, self.problem)
-        earlier = _same_params(trial)
-        if earlier is not None and earlier.state == optuna.trial.TrialState.RUNNING:
-            trial.set_user_attr("rejected", f"trial {earlier.number} is evaluating this config")
+        other = _same_params(trial)
+        if other is not None and other.state == optuna.trial.TrialState.RUNNING:
+            trial.set_user_attr("rejected", f"trial {other.number} is evaluating this config")
             raise optuna.TrialPruned()  # another worker is timing it: do not time it twice
-        if earlier is not None:  # categorical spaces repeat themselves: never build or time twice
-            trial.set_user_attr("repeat_of", earlier.number)
-            if earlier.state == optuna.trial.TrialState.FAIL:
-                raise sandbox.CandidateFailed(earlier.user_attrs.get("failure", "failed before"))
-            return earlier.value
+        if other is not None:  # categorical spaces repeat themselves: never build or time twice
+            trial.set_user_attr("repeat_of", other.number)
+            if other.state == optuna.trial.TrialState.FAIL:
+                raise sandbox.CandidateFailed(other.user_attrs.get("failure", "failed before"))
+            return other.value
         try:
             return self._evaluate(trial, config)
         except Exception as error:
@@ -163,12 +163,17 @@ def _best_trial(study):
 
 
 def _same_params(trial):
-    """An earlier trial of the same config: a finished one (its result is reused) or one another
-    worker is running now. Trials an interrupt stranded do not count."""
+    """Another trial of the same config: a finished one (its result is reused) or one another
+    worker is running now. Trials an interrupt stranded do not count.
+
+    Running trials of any number count, not only earlier ones: each worker writes its params
+    before it looks, so of two workers that drew the same config at once, the one that looks last
+    sees the other (an earlier-numbered trial may still have been writing its params when a later
+    one looked). Both may see each other and both step aside; the config is simply drawn again."""
     finished = [t for t in trial.study.get_trials(deepcopy=False, states=COUNTED)
                 if not (t.state == optuna.trial.TrialState.FAIL and "failure" not in t.user_attrs)]
     running = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if t.number < trial.number]
+               if t.number != trial.number]
     return next((t for t in finished + running if t.params == trial.params), None)
 
 
