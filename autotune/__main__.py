@@ -278,7 +278,7 @@ def run_bench(args):
           f"run their stored thread count). FMA peak: {peak:.1f} GF/s (the best measured on this machine kind). BLAS: {'; '.join(blas['libraries'])}; "
           f"OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}. torch: {bench.torch_info(torch)}. "
           f"Target: {machine.target_label()}. dispatch per kernel: tuned winner, blas, near (the nearest tuned size's "
-          f"choice) or model (the analytical config); beside: a parallel kernel giving way to the BLAS formulation "
+          f"choice) or far (BLAS with beta: nothing tuned near); beside: a parallel kernel giving way to the BLAS formulation "
           f"the other backward kernel runs (OpenBLAS's spinning threads slow a parallel kernel started after it). entry us: microseconds per call that the entry point adds to "
           f"the kernels it dispatches (validation, reshapes, dispatch), tuned minus the kernels called directly, where a "
           f"call takes under {bench.ENTRY_RESOLVED_S * 1e3:.0f} ms (above, the difference is noise). "

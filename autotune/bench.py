@@ -1,7 +1,7 @@
 """Benchmark the tuned ops as a user calls them, against everything a user could run instead.
 
 For each shape and op (forward; backward = dinp, then dweight and dbias), in one process and
-interleaved (measure.compare, a pause after every BLAS contender):
+interleaved (measure.compare, a pause after every contender: see time_op):
 
     tuned      the op through `import tuned` (validation and dispatch included)
     kernels    what tuned dispatches to, called directly on 2-D views: tuned minus this is the entry
@@ -28,7 +28,6 @@ SMALL = ["4,64,48,48", "8,128,192,192"]
 DEFAULT_SHAPES = ["64,1024,768,768", *GPT2_SMALL, *SMALL]
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # preset on some machines; they force an OpenBLAS kernel
 OTHERS = ("numpy", "numpy 2-D", "BLAS beta", "torch")  # what a user could run instead: "best other"
-BLAS_CONTENDERS = ("numpy", "numpy 2-D", "BLAS beta", "sgemm")  # followed by a pause (OpenBLAS threads spin)
 
 
 def fma_peak(threads):
@@ -150,11 +149,12 @@ def torch_info(torch):
 
 
 def dispatch(op, shape):
-    """How `import tuned` runs this op at this shape, per kernel: tuned, BLAS, nearest tuned or analytical."""
+    """How `import tuned` runs this op at this shape, per kernel: a config or a baseline, and whether
+    it was tuned at this size, taken from a near tuned size, or BLAS where nothing near was tuned."""
     names = []
     for kernel_name in ops.OPS[op]:
         choice = load.winners().choice(ops.KERNELS[kernel_name].problem(shape))
-        where = "tuned" if choice.origin == "tuned" else "near" if choice.origin.startswith("nearest") else "model"
+        where = choice.kind
         if choice.config is not None:
             names.append(where)
         elif choice.beside:  # a kernel giving way to the BLAS formulation the other half runs
@@ -170,7 +170,9 @@ def time_op(op, shape, rounds, torch=None, bias=True, skip_naive=False):
     timed = contenders(op, a, torch)
     if skip_naive:
         del timed["naive"]
-    return measure.compare(timed, rounds=rounds, blas_names=BLAS_CONTENDERS)
+    # OpenBLAS's threads spin after a call and slow what runs next; so may torch's and numba's OpenMP
+    # threads, and tuned runs BLAS at some sizes: a pause after every contender, not only BLAS ones.
+    return measure.compare(timed, rounds=rounds, settle_after=tuple(timed))
 
 
 ENTRY_RESOLVED_S = 1e-3  # above it, the difference of two medians is the calls' noise, not the entry point
@@ -262,7 +264,7 @@ def njit_calls(shapes, rounds=5, calls=200, progress=print):
         for op in ("forward", "backward"):
             timed = {name: (lambda fn=fn: fn(calls, *_loop_arguments(op, a))) for name, fn in loops[op].items()}
             with measure.thread_count(threads):
-                timings = measure.compare(timed, rounds=rounds, blas_names=("np.dot",))
+                timings = measure.compare(timed, rounds=rounds, settle_after=tuple(timed))
             results[(str(shape), op)] = {name: measure.Timing.of([s / calls for s in t.samples])
                                          for name, t in timings.items()}
             progress({"shape": str(shape), "op": op})

@@ -22,9 +22,9 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
-from autotune import build, load, machine, render, space
+from autotune import build, load, machine, render
 from autotune.load import overlaps
-from autotune.ops import KERNELS, Problem
+from autotune.ops import KERNELS
 
 # --- what the generated dispatch calls -------------------------------------------------------
 
@@ -35,19 +35,8 @@ def stored_kernel(stem):
     return build.build(entry.source, entry.record.compile_flags).function(KERNELS[entry.record.problem.kernel])
 
 
-def untuned_kernel(kernel, serial):
-    """The kernel of the analytical model's config, on one thread (`serial`) or all."""
-    config = _untuned_config(kernel, serial)
-    return build.build_kernel(KERNELS[kernel], config).function(KERNELS[kernel])
-
-
-def _untuned_config(kernel, serial):
-    """The analytical config of a problem just under (serial) or over the one-thread line."""
-    flops = space.SERIAL_FLOPS / 2 if serial else space.SERIAL_FLOPS * 2
-    return space.analytical_config(Problem(kernel, 1, 1, int(flops / 2)))
-
-
-# Where BLAS won a size: numba's np.dot (scipy's BLAS), with the bias add or accumulation a user writes.
+# Where BLAS won a size or nothing was tuned: numba's np.dot (scipy's BLAS), with the bias add or
+# accumulation a user writes (numba's np.dot has no beta: the backward's products go to a temporary).
 
 @njit(cache=True)
 def blas_forward(out, inp, weight, bias):
@@ -81,23 +70,19 @@ def blas_backward_weight(dweight, dbias, dout, inp):
 SUMMED = {"forward": ("inp", 1), "backward_input": ("dout", 1), "backward_weight": ("dout", 0)}  # where K is
 
 
-
-
 def dispatch_source(winners):
     """The source of the dispatch module for `winners` (a load.Winners)."""
     kernels = []
     for name, kernel in KERNELS.items():
-        entries = sorted((e for p, e in winners.by_problem.items() if p.kernel == name), key=lambda e: e.path.stem)
+        entries = sorted((e for p, e in winners.by_problem.items() if p.kernel == name and winners.choice(p).config),
+                         key=lambda e: e.path.stem)  # where a kernel won (a baseline elsewhere: BLAS)
         kernels.append({
             "name": name, "arguments": kernel.arguments, "summed": SUMMED[name],
-            "small": _untuned_config(name, True), "large": _untuned_config(name, False),
             "winners": [{"name": f"{name.upper()}_{e.record.problem.M}x{e.record.problem.N}x{e.record.problem.K}",
                          "stem": e.path.stem, "M": e.record.problem.M, "N": e.record.problem.N, "K": e.record.problem.K,
-                         "use": "kernel" if winners.choice(e.record.problem).config else "blas",
                          "threads": e.record.config.threads, "label": e.record.config.label(),
                          "sha": e.record.source_sha256[:12]} for e in entries]})
-    return render.render_file("njit_dispatch.py.jinja", kernels=kernels, serial_flops=int(space.SERIAL_FLOPS),
-                              fingerprint=machine.fingerprint()["id"])
+    return render.render_file("njit_dispatch.py.jinja", kernels=kernels, fingerprint=machine.fingerprint()["id"])
 
 
 _dispatch = build.build(dispatch_source(load.winners()), {}).module

@@ -105,18 +105,18 @@ def settle():
     time.sleep(BLAS_SETTLE_S)
 
 
-def compare(contenders, rounds=5, blas_names=(), seed=None, budget_s=None, max_rounds=12):
+def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max_rounds=12):
     """Interleaved timing of {name: fn}: {name: Timing}. Each round times every contender over a short
     burst of back-to-back calls (so small shapes are timed warm, not waking threads), in a random
-    order per round; a pause follows every contender named in `blas_names`. With `budget_s`, as
+    order per round; a pause follows every contender named in `settle_after`. With `budget_s`, as
     many rounds as fit it, at least `rounds` and at most `max_rounds`."""
     calls, round_s = {}, 0.0
     for name, fn in contenders.items():
         fn()  # warm-up
         once = seconds(fn)
         calls[name] = max(1, min(1000, int(BURST_S / max(once, 1e-7))))
-        round_s += calls[name] * once + (BLAS_SETTLE_S if name in blas_names else 0.0)
-        if name in blas_names:
+        round_s += calls[name] * once + (BLAS_SETTLE_S if name in settle_after else 0.0)
+        if name in settle_after:
             settle()
     if budget_s is not None:
         rounds = max(rounds, min(max_rounds, int(budget_s / round_s)))
@@ -126,7 +126,7 @@ def compare(contenders, rounds=5, blas_names=(), seed=None, budget_s=None, max_r
         shuffle(order)
         for name in order:
             samples[name].append(seconds(contenders[name], calls[name]))
-            if name in blas_names:
+            if name in settle_after:
                 settle()
     return {name: Timing.of(s) for name, s in samples.items()}
 
@@ -149,7 +149,7 @@ def side_by_side(kernel, problem, kernels, threads, budget_s, baselines=("blas",
     contenders = {name: on_threads(n, lambda fn=fn: kernel.call(fn, arrays)) for name, (n, fn) in kernels.items()}
     contenders.update({name: lambda f=kernel.baseline(name): kernel.call(f, arrays) for name in baselines})
     with thread_count(threads):
-        return compare(contenders, rounds=FINAL_MIN_ROUNDS, blas_names=baselines, budget_s=budget_s)
+        return compare(contenders, rounds=FINAL_MIN_ROUNDS, settle_after=baselines, budget_s=budget_s)
 
 
 def on_threads(threads, fn):

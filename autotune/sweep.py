@@ -70,7 +70,7 @@ def plot(rows, prefix, blas):
 
 def summary(rows):
     """Per op, one line: the tuned op against the best other over the grid (median and worst), and
-    how many shapes ran a tuned size's choice, its nearest tuned size's, or the analytical model's."""
+    how many shapes ran a tuned size's choice, its nearest tuned size's, or BLAS (nothing tuned near)."""
     lines = []
     for op in ("forward", "backward"):
         op_rows = [r for r in rows if r["op"] == op]
@@ -86,5 +86,5 @@ def summary(rows):
 
 
 def _origin(dispatch):
-    """"tuned", "near" or "model" (the least tuned of an op's kernels) from bench.dispatch's text."""
-    return next((o for o in ("model", "near") if o in dispatch), "tuned")
+    """"tuned", "near" or "far" (the least tuned of an op's kernels) from bench.dispatch's text."""
+    return next((o for o in ("far", "near") if o in dispatch), "tuned")

@@ -7,7 +7,7 @@ import pytest
 
 import tuned
 from autotune import load, render, space, store
-from autotune.ops import KERNELS, Problem
+from autotune.ops import KERNELS, OPS, Problem, Shape
 from conftest import LANES, make_record
 
 
@@ -21,13 +21,42 @@ def f64(a):
     return a.astype(np.float64)
 
 
+def _tuned_record(problem, use):
+    """A record of `problem` as a search would store it, with the analytical config; `use` what won."""
+    kernel = KERNELS[problem.kernel]
+    config = space.analytical_config(problem)
+    source = render.render(kernel, config)
+    record, _ = make_record(problem=problem, config=config, use=use, finalists=((config, 1.0),),
+                            template=kernel.template, template_hash=render.template_hash(kernel),
+                            source_sha256=store.source_digest(source))
+    return record, source
+
+
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 13, 48, 17), (3, 11, 67, 101)]
+
+
+@pytest.fixture(params=["kernels", "blas"])
+def dispatched(request, tmp_path, monkeypatch):
+    """The entry points in front of generated kernels (a record of every test size, the kernels won)
+    and in front of BLAS (no record: nothing tuned near)."""
+    if request.param == "kernels":
+        for B, T, C, OC in SHAPES:
+            for kernel in KERNELS.values():
+                store.save(*_tuned_record(kernel.problem(Shape(B, T, C, OC)), "kernel"), tmp_path)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    return request.param
+
+
+def runs_kernels(op, shape):
+    """Whether the entry point of `op` dispatches generated kernels at `shape` (else a baseline)."""
+    return {load.winners().choice(k.problem(Shape(*shape))).config is not None for k in map(KERNELS.get, OPS[op])} == {True}
 
 
 @pytest.mark.parametrize("B, T, C, OC", SHAPES)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_forward(rng, B, T, C, OC, with_bias):
+def test_forward(rng, dispatched, B, T, C, OC, with_bias):
     a = arrays(rng, B, T, C, OC)
+    assert runs_kernels("forward", (B, T, C, OC)) == (dispatched == "kernels")
     bias = a["bias"] if with_bias else None
     tuned.matmul_forward(a["out"], a["inp"], a["weight"], bias)
     expected = f64(a["inp"]) @ f64(a["weight"]).T + (f64(a["bias"]) if with_bias else 0)
@@ -36,8 +65,9 @@ def test_forward(rng, B, T, C, OC, with_bias):
 
 @pytest.mark.parametrize("B, T, C, OC", SHAPES)
 @pytest.mark.parametrize("with_dbias", [True, False])
-def test_backward_accumulates(rng, B, T, C, OC, with_dbias):
+def test_backward_accumulates(rng, dispatched, B, T, C, OC, with_dbias):
     a = arrays(rng, B, T, C, OC)
+    assert runs_kernels("backward", (B, T, C, OC)) == (dispatched == "kernels")
     dbias = a["dbias"] if with_dbias else None
     before = {k: f64(a[k]) for k in ("dinp", "dweight", "dbias")}
     tuned.matmul_backward(a["dinp"], a["dweight"], dbias, a["dout"], a["inp"], a["weight"])
@@ -165,31 +195,25 @@ def test_a_size_where_a_baseline_won_runs_it_and_so_do_its_neighbours(rng, tmp_p
         np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T, rtol=1e-5, atol=1e-5)
 
 
-def test_an_untuned_size_runs_the_nearest_tuned_choice_or_the_analytical_config(tmp_path, monkeypatch):
+def test_an_untuned_size_runs_the_nearest_tuned_choice_or_blas_when_nothing_near_was_tuned(tmp_path, monkeypatch):
     record, source = make_record(config=space.Config(3, 2 * LANES, 64, 2, 1, "rows-outer", 1))
     store.save(record, source, tmp_path)
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
     near, far = Problem("forward", 12, 20, 30), Problem("forward", 4096, 768, 768)
     assert load.winners().choice(near).config == record.config
     assert load.winners().choice(near).origin == "nearest tuned forward M=10 N=20 K=30"
-    assert load.winners().choice(far) == load.Choice(space.analytical_config(far), "analytical model")
-
-
-def _backward_input_record(problem, use):
-    kernel = KERNELS["backward_input"]
-    config = space.analytical_config(problem)
-    source = render.render(kernel, config)
-    record, _ = make_record(problem=problem, config=config, use=use, finalists=((config, 1.0),),
-                            template=kernel.template, template_hash=render.template_hash(kernel),
-                            source_sha256=store.source_digest(source))
-    return record, source
+    assert load.winners().choice(far) == load.Choice(None, load.FAR, baseline="blas")
+    assert load.winners().function(far) == (KERNELS["forward"].blas, None)
 
 
 def test_beside_a_blas_half_of_the_backward_a_parallel_kernel_gives_way_and_a_serial_one_stays(tmp_path, monkeypatch):
-    for size in ((4096, 768, 768), (10, 20, 30)):  # backward_input (B*T, C, OC), BLAS won both
-        store.save(*_backward_input_record(Problem("backward_input", *size), "blas"), tmp_path)
-    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    for size in ((4096, 768, 768), (10, 20, 30)):  # backward_input (B*T, C, OC): BLAS won both
+        store.save(*_tuned_record(Problem("backward_input", *size), "blas"), tmp_path)
     parallel_half, serial_half = Problem("backward_weight", 768, 768, 4096), Problem("backward_weight", 30, 20, 10)
+    for half in (parallel_half, serial_half):  # backward_weight: a kernel won both
+        store.save(*_tuned_record(half, "kernel"), tmp_path)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
     assert space.analytical_config(parallel_half).threads > 1 and space.analytical_config(serial_half).threads == 1
     assert load.winners().choice(parallel_half).baseline == "blas" and load.winners().choice(parallel_half).beside
-    assert load.winners().choice(serial_half) == load.Choice(space.analytical_config(serial_half), "analytical model")
+    kept = load.winners().choice(serial_half)
+    assert (kept.config, kept.origin, kept.beside) == (space.analytical_config(serial_half), "tuned", False)

@@ -76,14 +76,17 @@ def test_bad_input_inside_njit_raises_a_clear_error():
         without_bias(a["out"], a["inp"], a["weight"], np.asfortranarray(a["dinp"]), a["dweight"], a["dout"])
 
 
-def test_the_dispatch_names_every_winner_and_blas_where_it_won(tmp_path):
+def test_the_dispatch_names_every_kernel_winner_and_runs_blas_elsewhere(tmp_path):
     tuned_record, tuned_source = make_record()  # forward 10 x 20 x 30, the kernel
     blas_record, blas_source = make_record(problem=Problem("forward", 40, 20, 30), use="blas")
     store.save(tuned_record, tuned_source, tmp_path)
     store.save(blas_record, blas_source, tmp_path)
     source = load_njit.dispatch_source(load.Winners(tmp_path))
     assert "if M == 10 and N == 20 and K == 30:\n        FORWARD_10x20x30(out, inp, weight, bias)" in source
-    assert "elif M == 40 and N == 20 and K == 30:\n        blas_forward(out, inp, weight, bias)" in source
+    assert "M == 40" not in source  # BLAS won there: it runs what every size nobody tuned runs
+    assert "    else:\n        blas_forward(out, inp, weight, bias)" in source
+    assert '"""backward_input: no kernel won a size of it on this machine."""\n    blas_backward_input(' in source
+    compile(source, "dispatch", "exec")
 
 
 IN_A_NEW_PROCESS = textwrap.dedent("""
