@@ -148,6 +148,12 @@ def torch_info(torch):
     return f"{torch.__version__}, BLAS {blas}, {torch.backends.cpu.get_cpu_capability()}"
 
 
+def origin(op, shape):
+    """"tuned", "near" or "far": the least measured of the choices the op's kernels run (Choice.kind)."""
+    kinds = {load.winners().choice(ops.KERNELS[k].problem(shape)).kind for k in ops.OPS[op]}
+    return next(kind for kind in ("far", "near", "tuned") if kind in kinds)
+
+
 def dispatch(op, shape):
     """How `import tuned` runs this op at this shape, per kernel: a config or a baseline, and whether
     it was tuned at this size, taken from a near tuned size, or BLAS where nothing near was tuned."""
@@ -191,7 +197,7 @@ def row(op, shape, timings, peak, flops, threads):
     gf = {name: t.gflops(flops) for name, t in timings.items()}
     others = {name: gf[name] for name in OTHERS if name in gf}
     best = max(others, key=others.get)
-    return {"shape": str(shape), "op": op, "dispatch": dispatch(op, shape), "threads": threads, "flops": flops,
+    return {"shape": str(shape), "op": op, "dispatch": dispatch(op, shape), "origin": origin(op, shape), "threads": threads, "flops": flops,
             **{f"{name} GF/s": round(v, 1) for name, v in gf.items()},
             **{f"{name} s": t.median for name, t in timings.items()},
             "best other": best, "tuned / best other": round(gf["tuned"] / others[best], 3),

@@ -78,13 +78,8 @@ def summary(rows):
             continue
         ratios = [r["tuned / best other"] for r in op_rows]
         worst = min(op_rows, key=lambda r: r["tuned / best other"])
-        origins = collections.Counter(_origin(r["dispatch"]) for r in op_rows)
+        origins = collections.Counter(r["origin"] for r in op_rows)
         lines.append(f"{op}: tuned / best other median {statistics.median(ratios):.2f}, worst {min(ratios):.2f} "
                      f"({worst['shape']}), {sum(x < 0.9 for x in ratios)} of {len(ratios)} below 0.90; dispatch: "
                      + ", ".join(f"{n} {origin}" for origin, n in origins.most_common()))
     return lines
-
-
-def _origin(dispatch):
-    """"tuned", "near" or "far" (the least tuned of an op's kernels) from bench.dispatch's text."""
-    return next((o for o in ("far", "near") if o in dispatch), "tuned")
