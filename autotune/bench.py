@@ -148,25 +148,28 @@ def torch_info(torch):
     return f"{torch.__version__}, BLAS {blas}, {torch.backends.cpu.get_cpu_capability()}"
 
 
-def origin(op, shape):
-    """"tuned", "near" or "far": the least measured of the choices the op's kernels run (Choice.kind)."""
-    kinds = {load.winners().choice(ops.KERNELS[k].problem(shape)).kind for k in ops.OPS[op]}
+def choices(op, shape):
+    """What `import tuned` runs for each kernel of this op at this shape (load.Choice)."""
+    return [load.winners().choice(ops.KERNELS[name].problem(shape)) for name in ops.OPS[op]]
+
+
+def origin(op_choices):
+    """"tuned", "near" or "far": the least measured of an op's choices (Choice.kind)."""
+    kinds = {choice.kind for choice in op_choices}
     return next(kind for kind in ("far", "near", "tuned") if kind in kinds)
 
 
-def dispatch(op, shape):
-    """How `import tuned` runs this op at this shape, per kernel: a config or a baseline, and whether
-    it was tuned at this size, taken from a near tuned size, or BLAS where nothing near was tuned."""
+def dispatch(op_choices):
+    """How `import tuned` runs an op, per kernel: a config or a baseline, and whether it was tuned at
+    this size, taken from a near tuned size, or BLAS where nothing near was tuned."""
     names = []
-    for kernel_name in ops.OPS[op]:
-        choice = load.winners().choice(ops.KERNELS[kernel_name].problem(shape))
-        where = choice.kind
+    for choice in op_choices:
         if choice.config is not None:
-            names.append(where)
+            names.append(choice.kind)
         elif choice.beside:  # a kernel giving way to the BLAS formulation the other half runs
-            names.append(f"{choice.baseline} ({where}, beside)")
+            names.append(f"{choice.baseline} ({choice.kind}, beside)")
         else:
-            names.append(choice.baseline if where == "tuned" else f"{choice.baseline} ({where})")
+            names.append(choice.baseline if choice.kind == "tuned" else f"{choice.baseline} ({choice.kind})")
     return "+".join(names)
 
 
@@ -197,7 +200,9 @@ def row(op, shape, timings, peak, flops, threads):
     gf = {name: t.gflops(flops) for name, t in timings.items()}
     others = {name: gf[name] for name in OTHERS if name in gf}
     best = max(others, key=others.get)
-    return {"shape": str(shape), "op": op, "dispatch": dispatch(op, shape), "origin": origin(op, shape), "threads": threads, "flops": flops,
+    op_choices = choices(op, shape)
+    return {"shape": str(shape), "op": op, "dispatch": dispatch(op_choices), "origin": origin(op_choices),
+            "threads": threads, "flops": flops,
             **{f"{name} GF/s": round(v, 1) for name, v in gf.items()},
             **{f"{name} s": t.median for name, t in timings.items()},
             "best other": best, "tuned / best other": round(gf["tuned"] / others[best], 3),
