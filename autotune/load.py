@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import literal_unroll
+from numba import types
+from numba.extending import overload
 
 from autotune import build, space, store
 from autotune.ops import KERNELS, Problem
 
 NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
 FAR = "nothing tuned near"  # the origin of BLAS with beta at such a size
-_FLOAT32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ _dispatch = {}
 
 
 def _run(kernel, dims, *arrays):
-    key = (os.environ.get("AUTOTUNE_TUNED_DIR"), kernel, *dims)
+    key = (_environ.get(_TUNED_DIR_KEY), kernel, *dims)
     target = _dispatch.get(key)
     if target is None:
         target = _dispatch[key] = winners().function(Problem(kernel, *dims))
@@ -148,6 +148,12 @@ def _run(kernel, dims, *arrays):
     fn(*arrays)
 
 
+# AUTOTUNE_TUNED_DIR as the raw value CPython keeps behind os.environ (which os.environ[...] = ...
+# and monkeypatch.setenv update): os.environ.get costs 2 us a call when the variable is unset (it
+# raises and catches KeyError), this 0.1. The value only keys _dispatch; winners() decodes it.
+_environ = os.environ._data
+_TUNED_DIR_KEY = os.environ.encodekey("AUTOTUNE_TUNED_DIR")
+
 _NO_ARRAY = np.empty(0, np.float32)
 _NO_ARRAY.flags.writeable = False  # a kernel must not write it: it stands for "no bias"
 _NO_SUMS = np.empty(0, np.float32)  # stands for "no dbias"; empty, so nothing is written
@@ -155,17 +161,14 @@ _NO_SUMS = np.empty(0, np.float32)  # stands for "no dbias"; empty, so nothing i
 
 def matmul_forward(out, inp, weight, bias=None):
     """out[B,T,OC] = inp[B,T,C] @ weight[OC,C].T + bias[OC]; float32, C-contiguous; bias may be None."""
-    arrays = {"inp": inp, "weight": weight, "out": out, "bias": bias}
-    if not _valid(FORWARD, arrays):
-        _explain(FORWARD, arrays)
-    B, T, C = inp.shape
-    OC = weight.shape[0]
-    _no_overlap(("out", "inp", "weight", "bias"), 1, out, inp, weight, _NO_ARRAY if bias is None else bias)
-    if 0 in (B, T, C, OC):
-        out[...] = 0.0 if bias is None else bias
+    has_bias = bias is not None
+    M, N, K = _checked(_forward_dims, out, inp, weight, bias if has_bias else _NO_ARRAY, has_bias)
+    if M < 0:
+        _refuse(FORWARD, {"inp": inp, "weight": weight, "out": out, "bias": bias})
+    if 0 in (M, N, K):
+        out[...] = bias if has_bias else 0.0
         return
-    M = B * T
-    _run("forward", (M, OC, C), out.reshape(M, OC), inp.reshape(M, C), weight, _NO_ARRAY if bias is None else bias)
+    _run("forward", (M, N, K), out.reshape(M, N), inp.reshape(M, K), weight, bias if has_bias else _NO_ARRAY)
 
 
 def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
@@ -173,21 +176,17 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
 
     dout is (B,T,OC), inp and dinp (B,T,C), weight and dweight (OC,C), dbias (OC,) or None.
     """
-    arrays = {"dout": dout, "inp": inp, "weight": weight, "dinp": dinp, "dweight": dweight, "dbias": dbias}
-    if not _valid(BACKWARD, arrays):
-        _explain(BACKWARD, arrays)
-    B, T, OC = dout.shape
-    C = inp.shape[2]
-    _no_overlap(("dinp", "dweight", "dbias", "dout", "inp", "weight"), 3,
-                dinp, dweight, _NO_SUMS if dbias is None else dbias, dout, inp, weight)
-    M = B * T
+    has_dbias = dbias is not None
+    M, C, OC = _checked(_backward_dims, dinp, dweight, dbias if has_dbias else _NO_SUMS, dout, inp, weight, has_dbias)
+    if M < 0:
+        _refuse(BACKWARD, {"dout": dout, "inp": inp, "weight": weight, "dinp": dinp, "dweight": dweight, "dbias": dbias})
     if 0 in (M, C, OC):  # nothing is summed, or nothing receives the sum; numpy gets it right
-        if dbias is not None:
+        if has_dbias:
             dbias += dout.reshape(M, OC).sum(axis=0)
         return
     dout2, inp2 = dout.reshape(M, OC), inp.reshape(M, C)
     _run("backward_input", (M, C, OC), dinp.reshape(M, C), dout2, weight)
-    _run("backward_weight", (OC, C, M), dweight, _NO_SUMS if dbias is None else dbias, dout2, inp2)
+    _run("backward_weight", (OC, C, M), dweight, dbias if has_dbias else _NO_SUMS, dout2, inp2)
 
 
 # What each entry point takes: (argument, its dimensions by name, written?, may be None?), in the
@@ -199,22 +198,86 @@ BACKWARD = (("dout", ("B", "T", "OC"), False, False), ("inp", ("B", "T", "C"), F
             ("dweight", ("OC", "C"), True, False), ("dbias", ("OC",), True, True))
 
 
-def _valid(spec, arrays):
-    """One cheap test of every argument (at small sizes validation costs as much as the kernel)."""
-    sizes = {}
-    for name, dims, written, optional in spec:
-        array = arrays[name]
-        if array is None and optional:
-            continue
-        if type(array) is not np.ndarray or array.dtype != _FLOAT32:
-            return False
-        flags, shape = array.flags, array.shape  # each attribute read makes an object: read once
-        if not flags.c_contiguous or (written and not flags.writeable) or len(shape) != len(dims):
-            return False
-        for dim, size in zip(dims, shape):
-            if sizes.setdefault(dim, size) != size:
-                return False
-    return True
+# --- validation: one compiled call on the way in, an explanation on the way out ------------------
+# At 4,64,48,48 the Python checks of every argument's type, flags and shape plus the overlap check
+# cost 9 us, a third of the BLAS call behind them; the compiled check below costs about 1.
+
+def _checked(check, *arguments):
+    """check(*arguments): the (M, N, K) of valid arrays, or (-1, -1, -1) for arrays it refused or
+    numba could not type (a list, an object array, an array of the wrong rank)."""
+    try:
+        return check(*arguments)
+    except (TypeError, ValueError, NotImplementedError, numba.core.errors.NumbaError):
+        return -1, -1, -1
+
+
+@numba.njit(cache=True)
+def _forward_dims(out, inp, weight, bias, has_bias):
+    """(B*T, OC, C) if out is (B, T, OC), inp (B, T, C), weight (OC, C) and bias (OC,) (or no bias),
+    all float32 C-contiguous, out writable and overlapping none of them; else (-1, -1, -1)."""
+    if not (_writable(out) and _readable(inp) and _readable(weight) and _readable(bias)):
+        return -1, -1, -1
+    B, T, C = inp.shape
+    OC = weight.shape[0]
+    fits = weight.shape[1] == C and out.shape == (B, T, OC) and (bias.shape[0] == OC or not has_bias)
+    if not fits or _first_meeting(1, (byte_span(out), byte_span(inp), byte_span(weight), byte_span(bias)))[0] >= 0:
+        return -1, -1, -1
+    return B * T, OC, C
+
+
+@numba.njit(cache=True)
+def _backward_dims(dinp, dweight, dbias, dout, inp, weight, has_dbias):
+    """(B*T, C, OC) if dout is (B, T, OC), inp and dinp (B, T, C), weight and dweight (OC, C) and
+    dbias (OC,) (or no dbias), all float32 C-contiguous, the outputs writable and overlapping no
+    other argument; else (-1, -1, -1)."""
+    if not (_writable(dinp) and _writable(dweight) and _writable(dbias) and _readable(dout) and _readable(inp)
+            and _readable(weight)):
+        return -1, -1, -1
+    B, T, OC = dout.shape
+    C = inp.shape[2]
+    fits = (inp.shape == (B, T, C) and dinp.shape == (B, T, C) and weight.shape == (OC, C)
+            and dweight.shape == (OC, C) and (dbias.shape[0] == OC or not has_dbias))
+    spans = (byte_span(dinp), byte_span(dweight), byte_span(dbias), byte_span(dout), byte_span(inp), byte_span(weight))
+    if not fits or _first_meeting(3, spans)[0] >= 0:
+        return -1, -1, -1
+    return B * T, C, OC
+
+
+def _readable(array):
+    """Whether `array` is a float32 C-contiguous array: numba answers when it compiles (below)."""
+    raise NotImplementedError("called in compiled code only")
+
+
+def _writable(array):
+    """Whether `array` is a writable float32 C-contiguous array: numba answers when it compiles."""
+    raise NotImplementedError("called in compiled code only")
+
+
+@overload(_readable)
+def _readable_type(array):
+    fits = is_float32_c(array, written=False)
+    return lambda array: fits
+
+
+@overload(_writable)
+def _writable_type(array):
+    fits = is_float32_c(array, written=True)
+    return lambda array: fits
+
+
+def is_float32_c(numba_type, written):
+    """Whether arguments of this numba type are float32 C-contiguous arrays (writable, if `written`)."""
+    return (isinstance(numba_type, types.Array) and numba_type.dtype == types.float32 and numba_type.layout == "C"
+            and (numba_type.mutable or not written))
+
+
+def _refuse(spec, arrays):
+    """Raise the error that says what is wrong with the arguments the compiled check refused."""
+    _explain(spec, arrays)
+    names = [name for name, _, written, _ in sorted(spec, key=lambda argument: not argument[2])]  # outputs first
+    present = [_NO_SUMS if arrays[name] is None else arrays[name] for name in names]
+    _no_overlap(names, sum(written for _, _, written, _ in spec), *present)
+    raise AssertionError("the compiled check refused arguments _explain and _no_overlap accept")  # a bug here
 
 
 def _explain(spec, arrays):
@@ -239,7 +302,6 @@ def _explain(spec, arrays):
             raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray({name}) makes a copy that is)")
         if written and not array.flags.writeable:
             raise ValueError(f"{name} is read-only, but it receives the result")
-    raise AssertionError("_explain found nothing wrong")  # _valid and _explain disagree: a bug here
 
 
 def _agreed_sizes(spec, arrays):
@@ -256,24 +318,18 @@ def _agreed_sizes(spec, arrays):
 def _no_overlap(names, outputs, *arrays):
     """No output (the first `outputs` arrays, C-contiguous) may share memory with another array: the
     kernel would read what it wrote."""
-    i, j = _first_overlap(outputs, *arrays)
+    i, j = _first_meeting(outputs, tuple(byte_span(array) for array in arrays))
     if i >= 0:
         raise ValueError(f"{names[i]} overlaps {names[j]} in memory: the result would overwrite its input")
 
 
 @numba.njit(cache=True)
-def _first_overlap(outputs, *arrays):
-    """(i, j), j > i, of the first output arrays[i] whose bytes meet those of arrays[j], or (-1, -1).
-    Compiled: about 2 us per call, where np.may_share_memory over the 12 pairs of a backward cost 12."""
-    starts = np.empty(len(arrays), np.intp)
-    ends = np.empty(len(arrays), np.intp)
-    i = 0
-    for array in literal_unroll(arrays):  # noqa: SIM113 (a tuple of arrays of several types: unrolled, no enumerate)
-        starts[i], ends[i] = byte_span(array)
-        i += 1
+def _first_meeting(outputs, spans):
+    """(i, j), j > i, of the first output span spans[i] that meets spans[j], or (-1, -1); spans are
+    byte_span()s, the outputs' first."""
     for i in range(outputs):
-        for j in range(i + 1, len(arrays)):
-            if starts[i] < ends[j] and starts[j] < ends[i]:
+        for j in range(i + 1, len(spans)):
+            if spans[i][0] < spans[j][1] and spans[j][0] < spans[i][1]:
                 return i, j
     return -1, -1
 
@@ -291,3 +347,4 @@ def byte_span(array):
     """[first byte, past the last byte) of a C-contiguous array."""
     start = array.ctypes.data
     return start, start + array.size * array.itemsize
+

@@ -105,9 +105,7 @@ def _check_types(function, spec, given):
         if optional and _is_none(argument):
             continue
         rank = len(dims)
-        ok = (isinstance(argument, types.Array) and argument.dtype == types.float32 and argument.ndim == rank
-              and argument.layout == "C" and (argument.mutable or not written))
-        if not ok:
+        if not (load.is_float32_c(argument, written) and argument.ndim == rank):
             what = "a writable" if written else "a"
             raise TypingError(f"{function}: {name} must be {what} C-contiguous float32 array ({', '.join(dims)}), "
                               f"got {argument}")

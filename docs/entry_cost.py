@@ -4,7 +4,8 @@
 
 Times, interleaved over 7 rounds (best of 3 x 200 calls each), medians: the whole entry point,
 the dispatched kernel on the same 2-D views and on fresh reshapes, `_run` (dispatch lookup and
-thread count), validation, the overlap check, and numba.get_num_threads alone. Run on an idle machine.
+thread count), the compiled check of the arguments (types, shapes, overlap), and
+numba.get_num_threads alone. Run on an idle machine.
 """
 import os
 import sys
@@ -30,8 +31,7 @@ def pieces(shape):
         "kernel, same views": lambda: fn(out2, inp2, weight, bias),
         "kernel, fresh reshapes": lambda: fn(out.reshape(M, OC), inp.reshape(M, C), weight, bias),
         "_run (dispatch + kernel)": lambda: load._run("forward", (M, OC, C), out2, inp2, weight, bias),
-        "validation": lambda: load._valid(load.FORWARD, {"inp": inp, "weight": weight, "out": out, "bias": bias}),
-        "overlap check": lambda: load._no_overlap(("out", "inp", "weight", "bias"), 1, out, inp, weight, bias),
+        "check (types, shapes, overlap)": lambda: load._forward_dims(out, inp, weight, bias, True),
         "numba.get_num_threads": numba.get_num_threads,
     }
 

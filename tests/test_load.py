@@ -166,6 +166,22 @@ def test_read_only_output_is_refused(rng):
         forward_call(a)
 
 
+def test_read_only_inputs_are_taken(rng):
+    """numba types a read-only array apart from a writable one: the compiled check takes both as inputs."""
+    a = arrays(rng, 2, 3, 5, 7)
+    before = {k: f64(a[k]) for k in ("dinp", "dweight", "dbias")}
+    for name in ("inp", "weight", "bias", "dout"):
+        a[name].flags.writeable = False
+    forward_call(a)
+    backward_call(a)
+    dout, inp = f64(a["dout"]).reshape(-1, 7), f64(a["inp"]).reshape(-1, 5)
+    np.testing.assert_allclose(a["out"], f64(a["inp"]) @ f64(a["weight"]).T + f64(a["bias"]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dweight"], before["dweight"] + dout.T @ inp, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dinp"].reshape(-1, 5), before["dinp"].reshape(-1, 5) + dout @ f64(a["weight"]),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dbias"], before["dbias"] + dout.sum(axis=0), rtol=1e-4, atol=1e-4)
+
+
 def test_foreign_and_corrupt_records_warn_once_and_fall_back(rng, tmp_path, monkeypatch):
     (tmp_path / "forward-6x7x5-abc.json").write_text("{not json")
     record, source = make_record(problem=Problem("forward", 6, 7, 5), fingerprint={"id": "elsewhere"})
