@@ -5,7 +5,7 @@
     tuned.matmul_backward(dinp, dweight, dbias, dout, inp, weight)  # accumulates, as llm.c does
 
 Per kernel and size (M, N, K): a size tuned on this machine runs its winner (or BLAS with beta,
-where BLAS won); a size nobody tuned runs the nearest tuned size's choice, moved to valid values
+called from compiled code (autotune.blas), where BLAS won); a size nobody tuned runs the nearest tuned size's choice, moved to valid values
 for this size, or BLAS with beta when nothing near was tuned (over the sweep's grid the analytical
 model's config ran a median 0.72x (forward) and 0.47x (backward) of the best other there, BLAS
 with beta 0.84x and 0.81x). Records from another machine, target, numba version or template
@@ -20,7 +20,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from autotune import build, space, store
+from autotune import blas, build, space, store
 from autotune.ops import KERNELS, Problem
 
 NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
@@ -90,7 +90,9 @@ class Winners:
         (a serial kernel or BLAS), so the call path skips setting it."""
         if problem not in self.functions:
             kernel, choice = KERNELS[problem.kernel], self.choice(problem)
-            if choice.config is None:
+            if choice.baseline == "blas":  # the "blas" baseline's formulation, called from compiled code
+                self.functions[problem] = (blas.FORMULATIONS[problem.kernel], None)
+            elif choice.config is None:
                 self.functions[problem] = (kernel.baseline(choice.baseline), None)
             else:
                 built = (build.build(choice.source, choice.compile_flags) if choice.source

@@ -35,34 +35,12 @@ def stored_kernel(stem):
     return build.build(entry.source, entry.record.compile_flags).function(KERNELS[entry.record.problem.kernel])
 
 
-# Where BLAS won a size or nothing was tuned: numba's np.dot (scipy's BLAS), with the bias add or
-# accumulation a user writes (numba's np.dot has no beta: the backward's products go to a temporary).
-
-@njit(cache=True)
-def blas_forward(out, inp, weight, bias):
-    np.dot(inp, weight.T, out)
-    if bias.shape[0]:
-        _add_rows(out, bias)
-
-
 @njit(cache=True)
 def _add_rows(matrix, row):
     """matrix[i] += row for every i (numba cannot type `+=` of a read-only row into a matrix)."""
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             matrix[i, j] += row[j]
-
-
-@njit(cache=True)
-def blas_backward_input(dinp, dout, weight):
-    dinp += np.dot(dout, weight)
-
-
-@njit(cache=True)
-def blas_backward_weight(dweight, dbias, dout, inp):
-    dweight += np.dot(dout.T, inp)
-    if dbias.shape[0]:
-        dbias += dout.sum(axis=0)
 
 
 # --- the dispatch module, rendered from this machine's winners --------------------------------

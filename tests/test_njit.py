@@ -84,8 +84,8 @@ def test_the_dispatch_names_every_kernel_winner_and_runs_blas_elsewhere(tmp_path
     source = load_njit.dispatch_source(load.Winners(tmp_path))
     assert "if M == 10 and N == 20 and K == 30:\n        FORWARD_10x20x30(out, inp, weight, bias)" in source
     assert "M == 40" not in source  # BLAS won there: it runs what every size nobody tuned runs
-    assert "    else:\n        blas_forward(out, inp, weight, bias)" in source
-    assert '"""backward_input: no kernel won a size of it on this machine."""\n    blas_backward_input(' in source
+    assert "    else:\n        blas.forward(out, inp, weight, bias)" in source
+    assert '"""backward_input: no kernel won a size of it on this machine."""\n    blas.backward_input(' in source
     compile(source, "dispatch", "exec")
 
 
