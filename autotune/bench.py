@@ -8,7 +8,8 @@ interleaved (measure.compare, a pause after every contender: see time_op):
                point's own cost per call (validation, reshapes, dispatch)
     numpy      numpy as written on the (B,T,C) arrays: np.matmul(inp, W.T, out=out); out += bias ...
     numpy 2-D  numpy on 2-D views, as a careful user writes it (each kernel's `numpy` baseline)
-    BLAS beta  BLAS alone, no temporaries: sgemm with beta = 1, sgemv for dbias (each kernel's `blas`)
+    BLAS beta  BLAS alone, no temporaries, through scipy: sgemm with beta = 1, sgemv for dbias (each
+               kernel's `scipy_blas`; the loaders run the same calls from compiled code, `blas`)
     torch      PyTorch's addmm / addmm_ on tensors sharing the arrays' memory, when torch is installed
     sgemm      the bare product (no bias, no accumulation): a yardstick, not the op
     naive      the seed article's loops
@@ -105,7 +106,7 @@ def contenders(op, a, torch=None):
                 a["dbias"] += a["dout"].sum(axis=(0, 1))
 
     timed = {"naive": each("naive"), "tuned": tuned, "kernels": lambda: [fn(*x) for fn, x in zip(dispatched, args)],
-             "numpy": numpy, "numpy 2-D": each("numpy"), "BLAS beta": each("blas"), "sgemm": each("sgemm")}
+             "numpy": numpy, "numpy 2-D": each("numpy"), "BLAS beta": each("scipy_blas"), "sgemm": each("sgemm")}
     if torch is not None:
         timed["torch"] = torch_op(torch, op, args)
     return timed

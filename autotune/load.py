@@ -20,7 +20,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from autotune import blas, build, space, store
+from autotune import build, space, store
 from autotune.ops import KERNELS, Problem
 
 NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
@@ -90,9 +90,7 @@ class Winners:
         (a serial kernel or BLAS), so the call path skips setting it."""
         if problem not in self.functions:
             kernel, choice = KERNELS[problem.kernel], self.choice(problem)
-            if choice.baseline == "blas":  # the "blas" baseline's formulation, called from compiled code
-                self.functions[problem] = (blas.FORMULATIONS[problem.kernel], None)
-            elif choice.config is None:
+            if choice.config is None:
                 self.functions[problem] = (kernel.baseline(choice.baseline), None)
             else:
                 built = (build.build(choice.source, choice.compile_flags) if choice.source
