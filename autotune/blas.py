@@ -80,7 +80,8 @@ def forward(out, inp, weight, bias):
         for i in range(M):  # element loops: numba's slice assignment ran 5x slower here
             for j in range(N):
                 out[i, j] = bias[j]
-    _raise_on_failure(_sgemm(_TRANSPOSED, _NOT_TRANSPOSED, N, M, K, weight, K, inp, K, 1.0 if bias.shape[0] else 0.0, out, N))
+    beta = 1.0 if bias.shape[0] else 0.0
+    _raise_on_failure(_sgemm(_TRANSPOSED, _NOT_TRANSPOSED, N, M, K, weight, K, inp, K, beta, out, N))
 
 
 @njit(cache=True)

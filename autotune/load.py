@@ -4,12 +4,12 @@
     tuned.matmul_forward(out, inp, weight, bias)                    # out = inp @ weight.T + bias
     tuned.matmul_backward(dinp, dweight, dbias, dout, inp, weight)  # accumulates, as llm.c does
 
-Per kernel and size (M, N, K): a size tuned on this machine runs its winner (or BLAS with beta,
-called from compiled code (autotune.blas), where BLAS won); a size nobody tuned runs the nearest tuned size's choice, moved to valid values
-for this size, or BLAS with beta when nothing near was tuned (over the sweep's grid the analytical
-model's config ran a median 0.72x (forward) and 0.47x (backward) of the best other there, BLAS
-with beta 0.84x and 0.81x). Records from another machine, target, numba version or template
-version are skipped with one warning per directory.
+Per kernel and size (M, N, K): a size tuned on this machine runs its winner (or BLAS with beta
+where BLAS won, called from compiled code: autotune.blas); a size nobody tuned runs the nearest
+tuned size's choice, moved to valid values for this size, or BLAS with beta when nothing near was
+tuned (over the sweep's grid the analytical model's config ran a median 0.72x (forward) and 0.47x
+(backward) of the best other there, BLAS with beta 0.84x and 0.81x). Records from another
+machine, target, numba version or template version are skipped with one warning per directory.
 """
 import os
 import warnings
@@ -179,7 +179,8 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
     has_dbias = dbias is not None
     M, C, OC = _checked(_backward_dims, dinp, dweight, dbias if has_dbias else _NO_SUMS, dout, inp, weight, has_dbias)
     if M < 0:
-        _refuse(BACKWARD, {"dout": dout, "inp": inp, "weight": weight, "dinp": dinp, "dweight": dweight, "dbias": dbias})
+        _refuse(BACKWARD, {"dout": dout, "inp": inp, "weight": weight, "dinp": dinp, "dweight": dweight,
+                           "dbias": dbias})
     if 0 in (M, C, OC):  # nothing is summed, or nothing receives the sum; numpy gets it right
         if has_dbias:
             dbias += dout.reshape(M, OC).sum(axis=0)
