@@ -1,8 +1,8 @@
 """BLAS called from compiled code: what the loaders run for a kernel where BLAS won its size or
 nothing was tuned near it.
 
-The same formulation as each kernel's "blas" baseline (sgemm with beta = 1 into the output, no
-temporaries), without scipy's Python wrapper around each call: at 4,64,48,48, interleaved (9
+Each kernel's "blas" baseline (ops.py): the formulation of its `scipy_blas` (sgemm with beta = 1
+into the output, no temporaries), without scipy's Python wrapper around each call: at 4,64,48,48, interleaved (9
 rounds), the forward took 31.0 us a call through scipy and 24.4 here, the backward (two sgemm
 calls and dbias; scipy's needs an sgemv and a vector of ones) 76.0 and 63.6; at 8,128,192,192 and
 above they are the same BLAS call (0.99-1.02x). Callable from Python and from @njit code
@@ -102,7 +102,3 @@ def backward_weight(dweight, dbias, dout, inp):
         for k in range(K):
             for i in range(M):
                 dbias[i] += dout[k, i]
-
-
-FORMULATIONS = {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight}
-

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.linalg.blas
 from numba import njit, prange
 
-from autotune import blas
+from autotune import blas as compiled_blas
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Kernel(abc.ABC):
 
     def baseline(self, name):
         """The baseline called `name` (one of BASELINES) as a function of the kernel's arguments."""
-        return blas.FORMULATIONS[self.name] if name == "blas" else getattr(self, name)
+        return getattr(self, name)
 
     @abc.abstractmethod
     def dims(self, shape):
@@ -143,6 +143,8 @@ class Forward(Kernel):
         if bias.shape[0]:
             out += bias
 
+    blas = staticmethod(compiled_blas.forward)
+
     @staticmethod
     def scipy_blas(out, inp, weight, bias):
         if bias.shape[0]:
@@ -176,6 +178,8 @@ class BackwardInput(Kernel):
     @staticmethod
     def numpy(dinp, dout, weight):
         dinp += dout @ weight
+
+    blas = staticmethod(compiled_blas.backward_input)
 
     @staticmethod
     def scipy_blas(dinp, dout, weight):
@@ -212,6 +216,8 @@ class BackwardWeight(Kernel):
         dweight += dout.T @ inp
         if dbias.shape[0]:
             dbias += dout.sum(axis=0)
+
+    blas = staticmethod(compiled_blas.backward_weight)
 
     @staticmethod
     def scipy_blas(dweight, dbias, dout, inp):
