@@ -5,7 +5,7 @@ Each kernel's "blas" baseline (ops.py): the formulation of its `scipy_blas` (sge
 into the output, no temporaries), without scipy's Python wrapper around each call: at 4,64,48,48, interleaved (9
 rounds), the forward took 31.0 us a call through scipy and 24.4 here, the backward (two sgemm
 calls and dbias; scipy's needs an sgemv and a vector of ones) 76.0 and 63.6; at 8,128,192,192 and
-above they are the same BLAS call (0.99-1.02x). Callable from Python and from @njit code
+above they are the same BLAS call (0.99-1.02x). `python docs/compiled_blas.py` times it. Callable from Python and from @njit code
 (tuned.njit's dispatch).
 
 sgemm is Fortran's: column-major. A C-order (rows, cols) array is a Fortran (cols, rows) one with
