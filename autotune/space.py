@@ -21,6 +21,7 @@ class Config:
     order: str  # "rows-outer" or "panels-outer": which tile loop is outside within a task
     threads: int  # numba threads at run time; 1 renders a kernel without a parallel region
     pack_a: bool = True  # each task copies its rows of A into panels first, or reads them in place
+    split_k: bool = False  # backward_weight only: the threads split K (B*T) rather than the M x N tasks
 
     def params(self):
         """The optuna parameters (every field)."""
@@ -32,7 +33,8 @@ class Config:
 
     def label(self):
         return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
-                f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place"))
+                f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place")
+                + (" split-K" if self.split_k else ""))
 
     @classmethod
     def from_dict(cls, values):
@@ -40,6 +42,7 @@ class Config:
 
 
 VECTORS_PER_NR = (1, 2, 3, 4)  # NR is this many of the target's vectors
+SPLIT_K_KERNELS = ("backward_weight",)  # the templates that can split K between threads
 
 
 def choices(problem=None, target=None):
@@ -55,6 +58,7 @@ def choices(problem=None, target=None):
         "order": ("rows-outer", "panels-outer"),
         "threads": tuple(range(1, machine.max_threads() + 1)),
         "pack_a": (True, False),
+        "split_k": (False, True),
     }
     if problem is not None:
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
@@ -63,6 +67,8 @@ def choices(problem=None, target=None):
             sizes = options[name]  # keep a task size if it is useful with at least one tile size
             options[name] = tuple(v for v in sizes if any(not _past_dimension(t * v, dim, [t * x for x in sizes])
                                                           for t in options[tile]))
+        if problem.kernel not in SPLIT_K_KERNELS:
+            options["split_k"] = (False,)
     return options
 
 
@@ -85,7 +91,8 @@ def analytical_config(problem, caches=None, target=None, vectors=2):
     broadcast fit the registers, with at least FMA_PIPES * FMA_LATENCY accumulators to hide FMA
     latency where it can. KC: the MR x KC and KC x NR micro-panels fill 3/4 of L1. MC: the MC x KC
     block of A fills half of L2; NC: KC x NC of B fills half of L3. Problems under SERIAL_FLOPS run
-    on one thread.
+    on one thread; where the M x N tasks are fewer than the threads, the threads split K (if the
+    kernel can).
     """
     caches = caches or machine.cache_sizes()
     target = target or machine.target()
@@ -98,7 +105,9 @@ def analytical_config(problem, caches=None, target=None, vectors=2):
     row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
     col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
     threads = 1 if problem.flops < SERIAL_FLOPS else max(options["threads"])
-    return Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True)
+    tasks = -(-problem.M // (mr * row_tiles)) * -(-problem.N // (nr * col_panels))
+    split_k = problem.kernel in SPLIT_K_KERNELS and threads > 1 and tasks < threads
+    return Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True, split_k=split_k)
 
 
 def _largest_at_most(options, bound):
@@ -141,6 +150,10 @@ def invalid_reason(config, problem, target=None):
                 f"the target has {target.registers}")
     if config.threads > machine.max_threads():
         return f"threads={config.threads} exceeds numba's {machine.max_threads()}"
+    if config.split_k and problem.kernel not in SPLIT_K_KERNELS:
+        return f"split_k: the {problem.kernel} template does not split K"
+    if config.split_k and config.threads == 1:
+        return "split_k needs more than one thread"
     all_choices = choices(target=target)
     spans = [("mr", 1, problem.M), ("nr", 1, problem.N), ("kc", 1, problem.K),
              ("row_tiles", config.mr, problem.M), ("col_panels", config.nr, problem.N)]

@@ -15,9 +15,9 @@ from autotune.ops import KERNELS, Problem  # noqa: E402
 LANES = machine.target().lanes
 
 
-def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True):
+def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False):
     """A Config whose NR is `vectors` of this target's vectors: the same sample on AVX2 and AVX-512."""
-    return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a)
+    return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k)
 
 
 # A sample of the space that is valid on every target (at most 15 vector registers): register
@@ -30,7 +30,14 @@ SAMPLE_CONFIGS = [
     config(2, 4, 64, 1, 8, "panels-outer", 1, pack_a=False),
     config(12, 1, 256, 2, 2, "rows-outer", 2, pack_a=False),
 ]
-SAMPLE_CASES = [(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
+# backward_weight's threads may split K instead of the tasks: with A packed and in place, K blocks
+# of 64 so that a worker takes several of a test size's blocks, and some none.
+SPLIT_K_CONFIGS = [
+    config(6, 2, 64, 2, 1, "panels-outer", 2, split_k=True),
+    config(4, 1, 64, 1, 2, "rows-outer", 2, pack_a=False, split_k=True),
+]
+SAMPLE_CASES = ([(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
+                + [("backward_weight", c) for c in SPLIT_K_CONFIGS])
 
 
 def kernel_function(kernel, config):

@@ -5,7 +5,7 @@ import pytest
 
 from autotune import verify
 from autotune.ops import KERNELS, Problem
-from conftest import SAMPLE_CASES, SAMPLE_CONFIGS, kernel_function
+from conftest import SAMPLE_CASES, SAMPLE_CONFIGS, SPLIT_K_CONFIGS, kernel_function
 
 # (M, N, K) in each kernel's own terms: ones, primes, odd sizes, K across several blocks.
 SIZES = [(1, 1, 1), (1, 17, 3), (13, 1, 130), (37, 83, 300), (97, 61, 257), (64, 96, 64)]
@@ -28,8 +28,11 @@ def test_kernel_matches_float64_reference(name, config):
     assert verify.Verifier(kernel, Problem(kernel.name, 5, 7, 3)).check(fn, config) is None
 
 
-@pytest.mark.parametrize("config", [SAMPLE_CONFIGS[1], SAMPLE_CONFIGS[2]], ids=["A-packed", "A-in-place"])
-@pytest.mark.parametrize("name", ["backward_input", "backward_weight"])
+@pytest.mark.parametrize("name, config", [
+    ("backward_input", SAMPLE_CONFIGS[1]), ("backward_input", SAMPLE_CONFIGS[2]),
+    ("backward_weight", SAMPLE_CONFIGS[1]), ("backward_weight", SAMPLE_CONFIGS[2]),
+    ("backward_weight", SPLIT_K_CONFIGS[0])], ids=["input-A-packed", "input-A-in-place", "weight-A-packed",
+                                                   "weight-A-in-place", "weight-split-K"])
 def test_backward_accumulates_instead_of_overwriting(name, config):
     """Run twice from known integer contents: the second call adds exactly the same update again."""
     kernel = KERNELS[name]

@@ -97,3 +97,19 @@ def test_a_seed_from_another_size_is_moved_to_the_nearest_choices():
     problem = Problem("forward", 4096, 3072, 768)
     assert space.nearest_choice(config(kc=1024), problem) == config(kc=768)
     assert space.nearest_choice(config(), problem) == config()
+
+
+def test_only_backward_weight_splits_k_and_only_on_several_threads():
+    weight, forward = Problem("backward_weight", 48, 48, 16384), Problem("forward", 16384, 48, 48)
+    assert space.choices(weight)["split_k"] == (False, True)
+    assert space.choices(forward)["split_k"] == (False,)
+    assert space.invalid_reason(config(kc=64, nr=16, row_tiles=2, col_panels=1, threads=2, split_k=True), weight, AVX2) is None
+    assert "does not split K" in space.invalid_reason(config(kc=64, threads=2, split_k=True), forward, AVX2)
+    assert "more than one thread" in space.invalid_reason(config(kc=64, threads=1, split_k=True), weight, AVX2)
+
+
+def test_the_analytical_model_splits_k_where_the_tasks_cannot_feed_every_thread():
+    """dweight of C = OC = 48 is one task: its threads split K. At 768 x 768 there are tasks for all."""
+    assert space.analytical_config(Problem("backward_weight", 48, 48, 16384), target=AVX2).split_k
+    assert not space.analytical_config(Problem("backward_weight", 768, 768, 16384), target=AVX2).split_k
+    assert not space.analytical_config(Problem("backward_weight", 48, 48, 256), target=AVX2).split_k  # one thread
