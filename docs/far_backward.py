@@ -15,7 +15,7 @@ os.environ.pop("OPENBLAS_CORETYPE", None)
 
 import numba
 
-from autotune import build, measure, space, verify
+from autotune import bench, build, measure, space, verify
 from autotune.ops import KERNELS, OPS, Shape
 
 DEFAULT_SHAPES = ["4,1024,48,48", "16,256,48,48", "16,1024,48,48", "64,64,48,48", "64,256,48,48",
@@ -41,23 +41,6 @@ def backward(runs, arrays):
     return run
 
 
-def torch_backward(kernels, arrays):
-    """The backward in PyTorch on tensors sharing the arrays' memory, or None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(2)
-    (dinp, dout, weight), (dweight, dbias, dout2, inp) = (
-        [torch.from_numpy(arrays[k.name][n]) for n in k.arguments] for k in kernels)
-
-    def run():
-        dinp.addmm_(dout, weight)
-        dweight.addmm_(dout2.t(), inp)
-        dbias.add_(dout2.sum(0))
-    return run
-
-
 def time_shape(shape):
     kernels = [KERNELS[name] for name in OPS["backward"]]
     problems = [k.problem(shape) for k in kernels]
@@ -67,9 +50,10 @@ def time_shape(shape):
     tuned = [(k, (fn, c.threads)) for k, (fn, c) in zip(kernels, model)]
     contenders = {"BLAS + BLAS": backward(blas, arrays), "model + model": backward(tuned, arrays),
                   "BLAS + model": backward([blas[0], tuned[1]], arrays)}
-    torch_run = torch_backward(kernels, arrays)
-    if torch_run is not None:
-        contenders["torch"] = torch_run
+    torch = bench.optional_torch(2)
+    if torch is not None:  # bench's PyTorch contender, on tensors sharing these arrays
+        contenders["torch"] = bench.torch_op(torch, "backward", [[arrays[k.name][n] for n in k.arguments]
+                                                                 for k in kernels])
     with measure.thread_count(2):
         timings = measure.compare(contenders, rounds=7, settle_after=tuple(contenders))
     flops = sum(p.flops for p in problems)
