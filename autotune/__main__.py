@@ -168,7 +168,7 @@ def run_search(args):
     _stop_searches_on_signals()
     matmuls = ops.model_matmuls(args.model, args.batch, args.seq) if args.model else [ops.ModelMatmul("", args.shape, 1)]
     kernels = ops.OPS[args.op or ("all" if args.model else "forward")]
-    outcomes = []
+    outcomes, agreed = [], []
     try:
         for matmul in matmuls:
             for name in kernels:
@@ -177,11 +177,16 @@ def run_search(args):
                 outcomes.append(search.search(ops.KERNELS[name], matmul.shape, trials=args.trials,
                                               timeout=args.timeout, sampler=args.sampler, storage=args.storage,
                                               directory=directory, time_limit_s=args.trial_time_limit))
+            if set(ops.OPS["backward"]) <= set(kernels):
+                print(f"timing the whole backward for {matmul.shape}", file=sys.stderr)
+                agreed.append((matmul.shape, search.agree_backward(matmul.shape, directory)))
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are kept in the study and tuned/ is unchanged for the unfinished "
               "kernel; run the same command again to resume", file=sys.stderr)
         return 130
     print_outcomes(outcomes, directory)
+    for shape, sentence in agreed:
+        print(f"whole backward at {shape}: {sentence}")
     return 0
 
 
@@ -309,6 +314,10 @@ def run_pull(args):
     directory = _writable_tuned_dir(args)
     outcomes, skipped = search.pull(args.storage, directory)
     print_outcomes(outcomes, directory)
+    for p in {o.record.problem for o in outcomes if o.record.problem.kernel == "backward_input"}:
+        sentence = search.agree_backward(ops.Shape(1, p.M, p.N, p.K), directory)  # the backward's sizes need only B*T
+        if sentence:
+            print(f"whole backward at B*T={p.M}, C={p.N}, OC={p.K}: {sentence}")
     print(f"\n{len(outcomes)} studies pulled into {directory}; {len(skipped)} skipped (another machine "
           f"fingerprint, template version or search space, or no finished trial)")
     return 0

@@ -12,17 +12,19 @@ trial's user attributes; the study goes on.
 import collections
 import dataclasses
 import datetime
+import itertools
 import logging
 import os
 import statistics
 import threading
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import optuna
 import tqdm
 
-from autotune import build, machine, measure, render, sandbox, space, store, study as studies
+from autotune import build, machine, measure, ops, render, sandbox, space, store, study as studies
 from autotune.ops import KERNELS
 
 SAMPLERS = {
@@ -252,6 +254,69 @@ def finish(study, kernel, problem, directory):
     return Outcome(record, store.save(record, render.render(kernel, best), directory), decision)
 
 
+def agree_backward(shape, directory=None):
+    """Decide per op what each half of the backward at `shape` runs; a sentence saying what was
+    timed and decided, or None while a half has no usable record here.
+
+    Each half was searched alone, but the op runs them one after the other, and a kernel that beat
+    BLAS by itself can lose beside a BLAS call (OpenBLAS's threads spin after it): at 4,64,48,48 a
+    weight kernel 2.36x BLAS alone made the whole backward 0.70-0.94x of BLAS for both. So the whole
+    backward is timed as the loader would run it, interleaved, beside every plan that swaps a half
+    for BLAS (or for its kernel, where BLAS was stored); where the fastest plan beats the stored one
+    beyond the noise, the records of the halves it changes are revised to it."""
+    directory = store.tuned_dir(directory)
+    stored = {e.record.problem: e for e in store.entries(directory) if e.status == "ok"}
+    halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
+    if None in halves:
+        return None
+    runs = [_half_runs(e) for e in halves]
+    plans = {plan: [runs[i][use] for i, use in enumerate(plan)]
+             for plan in itertools.product(*(list(r) for r in runs)) if _loader_runs(plan, halves)}
+    current = _as_loaded(tuple(e.record.use for e in halves), halves)
+    contenders = {plan: lambda calls=calls: [call() for call in calls] for plan, calls in plans.items()}
+    with measure.thread_count(numba.config.NUMBA_NUM_THREADS):
+        timings = measure.compare(contenders, rounds=measure.FINAL_MIN_ROUNDS, settle_after=tuple(contenders),
+                                  budget_s=FINAL_BUDGET_S)
+    best = min(plans, key=lambda plan: timings[plan].median)
+    versus = measure.speedup(timings[best], timings[current])
+    label = lambda plan: f"{plan[0]} for dinp + {plan[1]} for dweight"
+    if best == current or versus.verdict() != "faster":
+        return f"kept {label(current)}: the fastest plan of {len(plans)} timed ({label(best)}) ran {versus.describe()}"
+    sentence = f"{label(best)} ran {versus.describe()} faster than {label(current)}, interleaved"
+    for entry, use in zip(halves, best):
+        if use != entry.record.use:
+            store.revise(dataclasses.replace(entry.record, use=use, op_check=sentence), directory)
+    return f"revised to {sentence}"
+
+
+def _half_runs(entry):
+    """{use: call} for one half: its stored kernel and BLAS (and the baseline its record runs), each
+    on its own arrays, the kernel at the thread count it was rendered for."""
+    kernel, record = KERNELS[entry.record.problem.kernel], entry.record
+    arrays = kernel.inputs(record.problem, seed=1)
+    function = build.build(entry.source, record.compile_flags).function(kernel)
+    runs = {"kernel": measure.on_threads(record.config.threads, lambda: kernel.call(function, arrays))}
+    for name in {"blas", record.use} - {"kernel"}:
+        runs[name] = lambda fn=kernel.baseline(name): kernel.call(fn, arrays)
+    return runs
+
+
+def _loader_runs(plan, halves):
+    """Whether the loader would run `plan` (uses per half) as it is: beside a baseline, it turns a
+    parallel kernel into that baseline (load._beside)."""
+    return _as_loaded(plan, halves) == plan
+
+
+def _as_loaded(plan, halves):
+    """The plan the loader runs for `plan`: a parallel kernel beside a baseline becomes that baseline."""
+    if "kernel" not in plan or plan == ("kernel", "kernel"):
+        return plan
+    at = plan.index("kernel")
+    if halves[at].record.config.threads == 1:
+        return plan
+    return tuple(plan[1 - at] if i == at else use for i, use in enumerate(plan))
+
+
 def _decision(best, incumbent, timings):
     """(whether `best` replaces the stored winner, why), from their paired rounds."""
     if incumbent is None:
@@ -269,10 +334,11 @@ def _record(study, kernel, problem, best, configs, timings, incumbent, decision)
     timing = timings[best.label()]
     against_blas = measure.speedup(timing, timings["blas"])
     fallback = min(BLAS_FORMULATIONS, key=lambda name: timings[name].median)
-    slower = measure.speedup(timing, timings[fallback]).verdict() == "slower"
+    # A tie goes to the faster median too: nothing favours the kernel where BLAS runs as fast.
+    slower = measure.speedup(timing, timings[fallback]).median < 1
     return store.Record(
         problem=problem, shape=study.user_attrs.get("shape", "?"), config=best,
-        use=fallback if slower else "kernel",  # never slower than BLAS beyond the noise
+        use=fallback if slower else "kernel",
         seconds=timing.median, spread=(timing.low, timing.high), rounds=timing.rounds,
         baselines={name: timings[name].median for name in ("blas", "numpy")},
         vs_blas=(against_blas.median, against_blas.low, against_blas.high), decision=decision,

@@ -34,7 +34,7 @@ class Record:
     problem: Problem
     shape: str  # the llm.c shape it was searched as
     config: Config
-    use: str  # "kernel", or the baseline that beat it beyond the noise and runs instead: "blas" or "numpy"
+    use: str  # "kernel", or the baseline that ran faster and runs instead: "blas" or "numpy"
     seconds: float  # the kernel's median seconds per call
     spread: tuple  # its 25th and 75th percentiles
     rounds: int
@@ -54,6 +54,7 @@ class Record:
     versions: dict
     date: str
     replaces: str | None = None  # source_sha256 of the record this one was timed against, if any
+    op_check: str = ""  # the whole backward timed with BLAS for a half, where that changed `use` (search.agree_backward)
 
     @property
     def gflops(self):
@@ -79,7 +80,7 @@ class Record:
             "blas": self.blas, "trials": self.trials, "compile_s": self.compile_s, "search_s": self.search_s,
             "template": self.template, "template_hash": self.template_hash, "source_sha256": self.source_sha256,
             "compile_flags": self.compile_flags, "fingerprint": self.fingerprint, "versions": self.versions,
-            "date": self.date, "replaces": self.replaces,
+            "date": self.date, "replaces": self.replaces, "op_check": self.op_check,
         }
 
     @classmethod
@@ -94,7 +95,7 @@ class Record:
             blas=dict(d["blas"]), trials=dict(d["trials"]), compile_s=d["compile_s"], search_s=d["search_s"],
             template=d["template"], template_hash=d["template_hash"], source_sha256=d["source_sha256"],
             compile_flags=dict(d["compile_flags"]), fingerprint=dict(d["fingerprint"]), versions=dict(d["versions"]),
-            date=d["date"], replaces=d.get("replaces"))
+            date=d["date"], replaces=d.get("replaces"), op_check=d.get("op_check", ""))
 
     def summary(self):
         """The header lines of a stored kernel: what it is, where it won and by how much."""
@@ -111,6 +112,7 @@ class Record:
             f"numba {self.fingerprint['numba']}; {self.trials['complete']} trials timed, {self.trials['failed']} failed; "
             f"{self.date}",
             f"stored because: {self.decision}",
+            *([f"whole backward: {self.op_check}"] if self.op_check else []),
         ]
 
 
@@ -145,10 +147,26 @@ def save(record, source, directory):
         if (current.status == "ok" and current.record.source_sha256 != record.replaces
                 and not record.beats(current.record)):
             return False
-        header = "".join(f"# {line}\n" for line in record.summary())
-        write_atomic(directory / f"{name}.py", header + SOURCE_MARKER + source)
-        write_atomic(directory / f"{name}.json", json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+        _write(record, source, directory / name)
     return True
+
+
+def revise(record, directory):
+    """Rewrite the stored record of `record`'s winner with `record`'s fields (its source unchanged);
+    False if another winner was stored since."""
+    path = directory / f"{stem(record.problem, record.fingerprint['id'])}.json"
+    with _locked(directory):
+        current = read(path)
+        if current.status != "ok" or current.record.source_sha256 != record.source_sha256:
+            return False
+        _write(record, current.source, path.with_suffix(""))
+    return True
+
+
+def _write(record, source, base):
+    header = "".join(f"# {line}\n" for line in record.summary())
+    write_atomic(base.with_suffix(".py"), header + SOURCE_MARKER + source)
+    write_atomic(base.with_suffix(".json"), json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
 
 
 def entries(directory):

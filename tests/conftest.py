@@ -49,18 +49,19 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def make_record(seconds=1.0, vs_blas=1.0, **changes):
-    """A forward Record at M=10 N=20 K=30 with the analytical config, as a search would store it."""
-    problem = Problem("forward", 10, 20, 30)
-    config = space.analytical_config(problem)
-    source = render.render(KERNELS["forward"], config)
+def make_record(seconds=1.0, vs_blas=1.0, problem=Problem("forward", 10, 20, 30), config=None, **changes):
+    """(Record, source) as a search would store them: by default the forward at M=10 N=20 K=30 with
+    the analytical config; the source is rendered for the problem's kernel and the config."""
+    config = config or space.analytical_config(problem)
+    kernel = KERNELS[problem.kernel]
+    source = render.render(kernel, config)
     fields = dict(
         problem=problem, shape="B=1,T=10,C=30,OC=20", config=config, use="kernel", seconds=seconds,
         spread=(seconds, seconds), rounds=7, baselines={"numpy": 1.0, "blas": 1.0},
         vs_blas=(vs_blas, vs_blas * 0.99, vs_blas * 1.01), decision="a test", finalists=((config, seconds),),
         blas=measure.blas_info(), trials={"complete": 1, "failed": 0, "rejected": 0, "study": "s", "failures": []},
-        compile_s=1.0, search_s=1.0, template=KERNELS["forward"].template,
-        template_hash=render.template_hash(KERNELS["forward"]), source_sha256=store.source_digest(source),
+        compile_s=1.0, search_s=1.0, template=kernel.template,
+        template_hash=render.template_hash(kernel), source_sha256=store.source_digest(source),
         compile_flags=render.COMPILE_FLAGS, fingerprint=machine.fingerprint(), versions={}, date="today")
     fields.update(changes)
     return store.Record(**fields), source

@@ -9,7 +9,7 @@ import sys
 import optuna
 import pytest
 
-from autotune import build, machine, render, search, space, store, study as studies
+from autotune import build, load, machine, measure, render, search, space, store, study as studies
 from autotune.ops import KERNELS, Problem, Shape
 from conftest import config, make_record
 
@@ -166,3 +166,40 @@ def test_a_stale_records_finalists_seed_the_new_study_first(tmp_path):
     study.optimize(lambda trial: seeded.append(search.suggest(trial, problem)) or 0.0, n_trials=len(study.trials))
     assert seeded[:2] == [winner, finalist]
     assert space.nearest_choice(space.analytical_config(problem), problem) in seeded
+
+
+def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_blas(tmp_path, monkeypatch):
+    """agree_backward times the backward as the loader runs it beside plans that swap a half for
+    BLAS; only a plan faster beyond the noise revises the records, and the loader then runs it."""
+    directory = tmp_path / "tuned"
+    shape = Shape(B=1, T=13, C=24, OC=17)
+    serial = config(4, 1, 64, 1, 1, "rows-outer", 1)
+    records = {}
+    for name in ("backward_input", "backward_weight"):
+        problem = KERNELS[name].problem(shape)
+        records[name], source = make_record(problem=problem, config=serial)
+        assert store.save(records[name], source, directory)
+    assert search.agree_backward(Shape(B=1, T=13, C=24, OC=99), directory) is None  # no records there
+
+    sentence = search.agree_backward(shape, directory)  # real timings: kept or revised, records stay usable
+    assert sentence.startswith(("kept", "revised")) and all(e.status == "ok" for e in store.entries(directory))
+
+    for name, record in records.items():  # back to kernels for both halves
+        store.revise(record, directory)
+    timed = []
+
+    def weight_half_in_blas_wins(contenders, **options):
+        timed.extend(contenders)
+        fast = {("kernel", "blas"), ("blas", "blas")}
+        return {plan: measure.Timing.of([1.0 if plan in fast else 2.0] * 6) for plan in contenders}
+
+    monkeypatch.setattr(search.measure, "compare", weight_half_in_blas_wins)
+    assert search.agree_backward(shape, directory).startswith("revised")
+    assert set(timed) == {("kernel", "kernel"), ("kernel", "blas"), ("blas", "kernel"), ("blas", "blas")}
+    revised = {e.record.problem.kernel: e.record for e in store.entries(directory)}
+    assert revised["backward_input"].use == "kernel" and revised["backward_weight"].use == "blas"
+    assert "faster than kernel for dinp + kernel for dweight" in revised["backward_weight"].op_check
+    assert "whole backward:" in next(directory.glob("backward_weight-*.py")).read_text()
+    winners = load.Winners(directory)
+    assert winners.choice(KERNELS["backward_weight"].problem(shape)).baseline == "blas"
+    assert winners.choice(KERNELS["backward_input"].problem(shape)).config == serial
