@@ -24,7 +24,8 @@ import numpy as np
 import optuna
 import tqdm
 
-from autotune import build, machine, measure, ops, render, sandbox, space, store, study as studies
+from autotune import build, machine, measure, ops, render, sandbox, space, store
+from autotune import study as studies
 from autotune.ops import KERNELS
 
 SAMPLERS = {
@@ -269,7 +270,8 @@ def agree_backward(shape, directory=None):
     halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
     if None in halves:
         return None
-    runs = [_half_runs(e) for e in halves]
+    baselines = {"blas", *(e.record.use for e in halves)} - {"kernel"}  # the loader may run either half's
+    runs = [_half_runs(e, baselines) for e in halves]
     plans = {plan: [runs[i][use] for i, use in enumerate(plan)]
              for plan in itertools.product(*(list(r) for r in runs)) if _loader_runs(plan, halves)}
     current = _as_loaded(tuple(e.record.use for e in halves), halves)
@@ -277,11 +279,15 @@ def agree_backward(shape, directory=None):
     with measure.thread_count(numba.config.NUMBA_NUM_THREADS):
         timings = measure.compare(contenders, rounds=measure.FINAL_MIN_ROUNDS, settle_after=tuple(contenders),
                                   budget_s=FINAL_BUDGET_S)
-    best = min(plans, key=lambda plan: timings[plan].median)
-    versus = measure.speedup(timings[best], timings[current])
     label = lambda plan: f"{plan[0]} for dinp + {plan[1]} for dweight"
-    if best == current or versus.verdict() != "faster":
-        return f"kept {label(current)}: the fastest plan of {len(plans)} timed ({label(best)}) ran {versus.describe()}"
+    best = min(plans, key=lambda plan: timings[plan].median)
+    if best == current:
+        runner_up = min((p for p in plans if p != current), key=lambda plan: timings[plan].median)
+        return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(runner_up)}) ran "
+                f"{measure.speedup(timings[runner_up], timings[current]).describe()} of its speed")
+    versus = measure.speedup(timings[best], timings[current])
+    if versus.verdict() != "faster":
+        return f"kept {label(current)}: the fastest plan ({label(best)}) ran {versus.describe()} of its speed (within noise)"
     sentence = f"{label(best)} ran {versus.describe()} faster than {label(current)}, interleaved"
     for entry, use in zip(halves, best):
         if use != entry.record.use:
@@ -289,14 +295,14 @@ def agree_backward(shape, directory=None):
     return f"revised to {sentence}"
 
 
-def _half_runs(entry):
-    """{use: call} for one half: its stored kernel and BLAS (and the baseline its record runs), each
-    on its own arrays, the kernel at the thread count it was rendered for."""
+def _half_runs(entry, baselines):
+    """{use: call} for one half: its stored kernel and the `baselines`, each on its own arrays, the
+    kernel at the thread count it was rendered for."""
     kernel, record = KERNELS[entry.record.problem.kernel], entry.record
     arrays = kernel.inputs(record.problem, seed=1)
     function = build.build(entry.source, record.compile_flags).function(kernel)
     runs = {"kernel": measure.on_threads(record.config.threads, lambda: kernel.call(function, arrays))}
-    for name in {"blas", record.use} - {"kernel"}:
+    for name in sorted(baselines):
         runs[name] = lambda fn=kernel.baseline(name): kernel.call(fn, arrays)
     return runs
 

@@ -49,9 +49,10 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def make_record(seconds=1.0, vs_blas=1.0, problem=Problem("forward", 10, 20, 30), config=None, **changes):
+def make_record(seconds=1.0, vs_blas=1.0, problem=None, config=None, **changes):
     """(Record, source) as a search would store them: by default the forward at M=10 N=20 K=30 with
     the analytical config; the source is rendered for the problem's kernel and the config."""
+    problem = problem or Problem("forward", 10, 20, 30)
     config = config or space.analytical_config(problem)
     kernel = KERNELS[problem.kernel]
     source = render.render(kernel, config)

@@ -8,10 +8,11 @@ import sys
 
 import optuna
 import pytest
-
-from autotune import build, load, machine, measure, render, search, space, store, study as studies
-from autotune.ops import KERNELS, Problem, Shape
 from conftest import config, make_record
+
+from autotune import build, load, machine, measure, render, search, space, store
+from autotune import study as studies
+from autotune.ops import KERNELS, Problem, Shape
 
 SHAPE = Shape(B=2, T=19, C=40, OC=24)  # forward: M=38, N=24, K=40
 GOOD = config(4, 1, 64, 2, 1, "panels-outer", 1)
