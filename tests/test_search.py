@@ -1,6 +1,6 @@
 """A real search on a tiny shape: broken, crashing and hanging candidates fail their trials, the winner is stored,
-the study resumes, a rerun keeps the stored winner unless it loses beyond the noise, and a fresh process loads
-the winner by import without compiling."""
+the study resumes, a rerun keeps the stored winner unless it loses beyond the noise, a fresh process loads
+the winner by import without compiling, and the whole backward's timing revises a half that loses inside the op."""
 import json
 import os
 import subprocess
