@@ -251,6 +251,8 @@ def finish(study, kernel, problem, directory):
     replace, decision = _decision(best, incumbent, timings)
     record = _record(study, kernel, problem, best, configs, timings, incumbent, decision if replace else "")
     if not replace:
+        if kernel.name not in ops.OPS["backward"]:  # a backward half's use is the whole backward's to decide
+            decision += _revise_use(incumbent, timings, directory)
         return Outcome(record, False, decision)
     return Outcome(record, store.save(record, render.render(kernel, best), directory), decision)
 
@@ -291,7 +293,8 @@ def agree_backward(shape, directory=None):
     sentence = f"{label(best)} ran {versus.describe()} faster than {label(current)}, interleaved"
     for entry, use in zip(halves, best):
         if use != entry.record.use:
-            store.revise(dataclasses.replace(entry.record, use=use, op_check=sentence), directory)
+            store.revise(dataclasses.replace(entry.record, use=use, revised=f"the whole backward: {sentence}"),
+                         directory)
     return f"revised to {sentence}"
 
 
@@ -321,6 +324,20 @@ def _as_loaded(plan, halves):
     if halves[at].record.config.threads == 1:
         return plan
     return tuple(plan[1 - at] if i == at else use for i, use in enumerate(plan))
+
+
+def _revise_use(incumbent, timings, directory):
+    """Whether the kept winner or BLAS runs, from this final comparison; it changes the record's
+    `use` only beyond the noise (a tie keeps what was decided). Returns what changed, in words."""
+    record = incumbent.record
+    fallback = min(BLAS_FORMULATIONS, key=lambda name: timings[name].median)
+    versus = measure.speedup(timings[record.config.label()], timings[fallback])
+    use = {"slower": fallback, "faster": "kernel"}.get(versus.verdict(), record.use)
+    if use == record.use:
+        return ""
+    why = f"a later final comparison: the kernel ran {versus.describe()} of {fallback}'s speed"
+    store.revise(dataclasses.replace(record, use=use, revised=why), directory)
+    return f"; the loader now runs {use} here ({why})"
 
 
 def _decision(best, incumbent, timings):

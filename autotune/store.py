@@ -54,7 +54,7 @@ class Record:
     versions: dict
     date: str
     replaces: str | None = None  # source_sha256 of the record this one was timed against, if any
-    op_check: str = ""  # the whole backward timed with BLAS for a half, where that changed `use` (search.agree_backward)
+    revised: str = ""  # why `use` changed after the record was stored: a later final comparison, the whole backward
 
     @property
     def gflops(self):
@@ -80,7 +80,7 @@ class Record:
             "blas": self.blas, "trials": self.trials, "compile_s": self.compile_s, "search_s": self.search_s,
             "template": self.template, "template_hash": self.template_hash, "source_sha256": self.source_sha256,
             "compile_flags": self.compile_flags, "fingerprint": self.fingerprint, "versions": self.versions,
-            "date": self.date, "replaces": self.replaces, "op_check": self.op_check,
+            "date": self.date, "replaces": self.replaces, "revised": self.revised,
         }
 
     @classmethod
@@ -95,7 +95,7 @@ class Record:
             blas=dict(d["blas"]), trials=dict(d["trials"]), compile_s=d["compile_s"], search_s=d["search_s"],
             template=d["template"], template_hash=d["template_hash"], source_sha256=d["source_sha256"],
             compile_flags=dict(d["compile_flags"]), fingerprint=dict(d["fingerprint"]), versions=dict(d["versions"]),
-            date=d["date"], replaces=d.get("replaces"), op_check=d.get("op_check", ""))
+            date=d["date"], replaces=d.get("replaces"), revised=d.get("revised", ""))
 
     def summary(self):
         """The header lines of a stored kernel: what it is, where it won and by how much."""
@@ -112,7 +112,7 @@ class Record:
             f"numba {self.fingerprint['numba']}; {self.trials['complete']} trials timed, {self.trials['failed']} failed; "
             f"{self.date}",
             f"stored because: {self.decision}",
-            *([f"whole backward: {self.op_check}"] if self.op_check else []),
+            *([f"use revised since: {self.revised}"] if self.revised else []),
         ]
 
 

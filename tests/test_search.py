@@ -1,6 +1,7 @@
 """A real search on a tiny shape: broken, crashing and hanging candidates fail their trials, the winner is stored,
 the study resumes, a rerun keeps the stored winner unless it loses beyond the noise, a fresh process loads
 the winner by import without compiling, and the whole backward's timing revises a half that loses inside the op."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -91,7 +92,8 @@ def test_every_candidate_is_timed_against_the_studys_anchor(tmp_path):
 
 def test_a_rerun_keeps_the_stored_winner_unless_it_loses_beyond_the_noise(tmp_path, monkeypatch):
     """The final comparison times the stored winner beside the new finalists; a record whose config
-    is found again, or one that is not beaten beyond the noise, is not rewritten."""
+    is found again, or one that is not beaten beyond the noise, is not rewritten, unless BLAS now
+    beats the kept winner beyond the noise."""
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     kernel = KERNELS["forward"]
     studies.open_study(kernel.problem(SHAPE), storage).enqueue_trial(params(GOOD))
@@ -103,6 +105,15 @@ def test_a_rerun_keeps_the_stored_winner_unless_it_loses_beyond_the_noise(tmp_pa
     again = search.search(kernel, SHAPE, trials=3, storage=storage, directory=tmp_path / "tuned", progress=False)
     assert not again.stored and ("found again" in again.decision or "within noise" in again.decision)
     assert next((tmp_path / "tuned").glob("*.json")).read_text() == written
+
+    # Where the kept winner now loses to BLAS beyond the noise, BLAS runs; its config stays.
+    assert store.revise(dataclasses.replace(store.entries(tmp_path / "tuned")[0].record, use="kernel"), tmp_path / "tuned")
+    monkeypatch.setattr(search.measure, "speedup", lambda a, b, seed=0: search.measure.Speedup(0.5, 0.45, 0.55, 7))
+    third = search.search(kernel, SHAPE, trials=3, storage=storage, directory=tmp_path / "tuned", progress=False)
+    [entry] = store.entries(tmp_path / "tuned")
+    assert not third.stored and "the loader now runs" in third.decision
+    assert entry.record.use in ("blas", "numpy") and entry.record.revised.startswith("a later final comparison")
+    assert entry.record.config == first.record.config
 
 
 LOAD_IN_NEW_PROCESS = """
@@ -199,8 +210,8 @@ def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_bla
     assert set(timed) == {("kernel", "kernel"), ("kernel", "blas"), ("blas", "kernel"), ("blas", "blas")}
     revised = {e.record.problem.kernel: e.record for e in store.entries(directory)}
     assert revised["backward_input"].use == "kernel" and revised["backward_weight"].use == "blas"
-    assert "faster than kernel for dinp + kernel for dweight" in revised["backward_weight"].op_check
-    assert "whole backward:" in next(directory.glob("backward_weight-*.py")).read_text()
+    assert "faster than kernel for dinp + kernel for dweight" in revised["backward_weight"].revised
+    assert "use revised since: the whole backward:" in next(directory.glob("backward_weight-*.py")).read_text()
     winners = load.Winners(directory)
     assert winners.choice(KERNELS["backward_weight"].problem(shape)).baseline == "blas"
     assert winners.choice(KERNELS["backward_input"].problem(shape)).config == serial
