@@ -3,7 +3,8 @@
 # matmuls of a GPT-2 small training step at B=4, T=1024 (qkv, attention projection, MLP up and
 # down), the seed article's headline shape, the two small shapes of `bench`, and the LM head
 # (six trials: one call of it takes seconds, a trial about a minute). Winners go to tuned/ (or $AUTOTUNE_TUNED_DIR);
-# existing studies resume, stale records of this machine seed their sizes' new studies.
+# existing studies resume, stale records of this machine seed their sizes' new studies; after each
+# shape's two backward searches the whole backward is timed and decides what each half runs.
 #     bash docs/retune.sh            # one to two hours on 2 cores of an AMD Zen 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
