@@ -266,8 +266,10 @@ def agree_backward(shape, directory=None):
     weight kernel 2.36x BLAS alone made the whole backward 0.70-0.94x of BLAS for both. So the whole
     backward is timed as the loader would run it, interleaved, beside every plan that swaps a half
     for BLAS (or for its kernel, where BLAS was stored); the records of the halves the fastest plan
-    (by median) changes are revised to it: like kernel against BLAS in a final comparison (_use),
-    no noise margin favours what is stored."""
+    changes are revised to it. Fastest by the median of per-round ratios to the stored plan (the
+    medians of the plans' own times, drift and all, once picked a plan that ran 0.84x the stored
+    one round by round); like kernel against BLAS in a final comparison (_use), no noise margin
+    favours what is stored."""
     directory = store.tuned_dir(directory)
     stored = {e.record.problem: e for e in store.entries(directory) if e.status == "ok"}
     halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
@@ -283,13 +285,12 @@ def agree_backward(shape, directory=None):
         timings = measure.compare(contenders, rounds=measure.FINAL_MIN_ROUNDS, settle_after=tuple(contenders),
                                   budget_s=FINAL_BUDGET_S)
     label = lambda plan: f"{plan[0]} for dinp + {plan[1]} for dweight"
-    best = min(plans, key=lambda plan: timings[plan].median)
-    if best == current:
-        runner_up = min((p for p in plans if p != current), key=lambda plan: timings[plan].median)
-        return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(runner_up)}) ran "
-                f"{measure.speedup(timings[runner_up], timings[current]).describe()} of its speed")
-    sentence = (f"{label(best)}, the fastest of {len(plans)} plans, ran "
-                f"{measure.speedup(timings[best], timings[current]).describe()} the speed of {label(current)}")
+    versus = {plan: measure.speedup(timings[plan], timings[current]) for plan in plans if plan != current}
+    best = max(versus, key=lambda plan: versus[plan].median)
+    if versus[best].median <= 1:
+        return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(best)}) ran "
+                f"{versus[best].describe()} of its speed")
+    sentence = f"{label(best)} ran {versus[best].describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
     for entry, use in zip(halves, best):
         if use != entry.record.use:
             store.revise(dataclasses.replace(entry.record, use=use, revised=f"the whole backward: {sentence}"),
