@@ -36,7 +36,7 @@ class Choice:
     source: str | None = None
     compile_flags: dict | None = None
     baseline: str | None = None
-    beside: bool = False  # the baseline runs because the other kernel of the backward runs it (_beside)
+    beside: bool = False  # the baseline runs because the other kernel of the backward runs it (beside)
 
     @property
     def kind(self):
@@ -62,10 +62,10 @@ class Winners:
         self.functions = {}
 
     def choice(self, problem):
-        """The Choice for `problem`, agreed with the other kernel of its backward (see _beside)."""
+        """The Choice for `problem`, agreed with the other kernel of its backward (see beside)."""
         own = self._own_choice(problem)
         sibling = _sibling(problem)
-        return own if sibling is None else _beside(own, self._own_choice(sibling))
+        return own if sibling is None else beside(own, self._own_choice(sibling))
 
     def _own_choice(self, problem):
         entry = self.by_problem.get(problem)
@@ -110,7 +110,7 @@ def _sibling(problem):
     return None
 
 
-def _beside(own, other):
+def beside(own, other):
     """A BLAS call leaves OpenBLAS's threads spinning for a while, and a parallel kernel started
     then fights them for the two cores: at 4,64,48,48 a backward whose input half ran BLAS and whose
     weight half ran a 2-thread kernel took 9 ms a call, against 0.08 ms for both halves in BLAS and

@@ -145,11 +145,17 @@ def blas_info():
 def side_by_side(kernel, problem, kernels, threads, budget_s, baselines=("blas", "numpy"), seed=1):
     """The final comparison of a search: {name: Timing} of the generated `kernels` ({name: (threads,
     function)}) and of the kernel's `baselines` at `threads`, interleaved on one set of arrays."""
-    arrays = kernel.inputs(problem, seed=seed)
-    contenders = {name: on_threads(n, lambda fn=fn: kernel.call(fn, arrays)) for name, (n, fn) in kernels.items()}
-    contenders.update({name: lambda f=kernel.baseline(name): kernel.call(f, arrays) for name in baselines})
+    contenders = calls(kernel, kernel.inputs(problem, seed=seed), kernels, baselines)
     with thread_count(threads):
         return compare(contenders, rounds=FINAL_MIN_ROUNDS, settle_after=baselines, budget_s=budget_s)
+
+
+def calls(kernel, arrays, kernels, baselines):
+    """{name: call} on `arrays`: the generated `kernels` ({name: (threads, function)}), each at the
+    thread count it was rendered for, and the kernel's `baselines` by name."""
+    contenders = {name: on_threads(n, lambda fn=fn: kernel.call(fn, arrays)) for name, (n, fn) in kernels.items()}
+    contenders.update({name: lambda f=kernel.baseline(name): kernel.call(f, arrays) for name in baselines})
+    return contenders
 
 
 def on_threads(threads, fn):

@@ -24,7 +24,7 @@ import numpy as np
 import optuna
 import tqdm
 
-from autotune import build, machine, measure, ops, render, sandbox, space, store
+from autotune import build, load, machine, measure, ops, render, sandbox, space, store
 from autotune import study as studies
 from autotune.ops import KERNELS
 
@@ -299,31 +299,25 @@ def agree_backward(shape, directory=None):
 
 
 def _half_runs(entry, baselines):
-    """{use: call} for one half: its stored kernel and the `baselines`, each on its own arrays, the
-    kernel at the thread count it was rendered for."""
+    """{use: call} for one half: its stored kernel and the `baselines`, on its own arrays."""
     kernel, record = KERNELS[entry.record.problem.kernel], entry.record
-    arrays = kernel.inputs(record.problem, seed=1)
     function = build.build(entry.source, record.compile_flags).function(kernel)
-    runs = {"kernel": measure.on_threads(record.config.threads, lambda: kernel.call(function, arrays))}
-    for name in sorted(baselines):
-        runs[name] = lambda fn=kernel.baseline(name): kernel.call(fn, arrays)
-    return runs
+    return measure.calls(kernel, kernel.inputs(record.problem, seed=1), {"kernel": (record.config.threads, function)},
+                         sorted(baselines))
 
 
 def _loader_runs(plan, halves):
-    """Whether the loader would run `plan` (uses per half) as it is: beside a baseline, it turns a
-    parallel kernel into that baseline (load._beside)."""
+    """Whether the loader would run `plan` (uses per half) as it is (see _as_loaded)."""
     return _as_loaded(plan, halves) == plan
 
 
 def _as_loaded(plan, halves):
-    """The plan the loader runs for `plan`: a parallel kernel beside a baseline becomes that baseline."""
-    if "kernel" not in plan or plan == ("kernel", "kernel"):
-        return plan
-    at = plan.index("kernel")
-    if halves[at].record.config.threads == 1:
-        return plan
-    return tuple(plan[1 - at] if i == at else use for i, use in enumerate(plan))
+    """The plan the loader runs for `plan`, by the loader's own rule (load.beside: a parallel kernel
+    beside a baseline becomes that baseline)."""
+    own = [load.Choice(None, "tuned", baseline=use) if use != "kernel" else load.Choice(e.record.config, "tuned")
+           for e, use in zip(halves, plan)]
+    agreed = (load.beside(own[0], own[1]), load.beside(own[1], own[0]))
+    return tuple(choice.baseline or "kernel" for choice in agreed)
 
 
 def _revise_use(incumbent, timings, directory):
