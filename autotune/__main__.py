@@ -269,7 +269,7 @@ def run_bench(args):
     print_table([*(["matmul"] if args.model else []), "B,T,C,OC", "op", "dispatch", *names, "best other", "x best",
                  "% peak", "entry us"],
                 [[*([r["matmul"]] if args.model else []), _short(r["shape"]), r["op"], r["dispatch"],
-                  *[r.get(f"{n} GF/s", "-") for n in names], r["best other"], f"{r['tuned / best other']:.2f}",
+                  *[r.get(f"{n} GF/s", "-") for n in names], r["best other"], _versus_best(r),
                   r["tuned % peak"], _or_dash(r["entry point us"])] for r in rows])
     if args.model:
         best = max((n for n in bench.OTHERS if n in summary), key=lambda n: summary[n]["gflops"])
@@ -287,9 +287,17 @@ def run_bench(args):
           f"the other backward kernel runs (OpenBLAS's spinning threads slow a parallel kernel started after it). entry us: microseconds per call that the entry point adds to "
           f"the kernels it dispatches (validation, reshapes, dispatch), tuned minus the kernels called directly, where a "
           f"call takes under {bench.ENTRY_RESOLVED_S * 1e3:.0f} ms (above, the difference is noise). "
+          f"x best: the median over rounds of the best other's time over tuned's in the same round, with its 95% "
+          f"bootstrap interval; best other: of {', '.join(bench.OTHERS)}, the one tuned is least ahead of. "
           f"Rows written to {args.csv}.")
     bench.write_csv(rows, args.csv)
     return 0
+
+
+def _versus_best(row):
+    """A bench row's tuned / best other: paired median (interval)."""
+    key = "tuned / best other"
+    return f"{row[key]:.2f} ({row[key + ' low']:.2f}-{row[key + ' high']:.2f})"
 
 
 def _bench_njit(args, progress):

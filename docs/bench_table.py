@@ -4,14 +4,14 @@
     python docs/bench_table.py bench1.csv bench2.csv bench3.csv
 
 Each cell is min-max over the runs (one number when they agree to the digit shown); dispatch is
-the last run's.
+the last run's. The ratios are each run's paired medians (bench.versus).
 """
 import csv
 import sys
 
 COLUMNS = [("tuned", "tuned GF/s"), ("numpy", "numpy GF/s"), ("numpy 2-D", "numpy 2-D GF/s"),
            ("BLAS beta", "BLAS beta GF/s"), ("torch", "torch GF/s"), ("tuned / best other", "tuned / best other"),
-           ("% peak", "tuned % peak")]
+           ("tuned / BLAS beta", "tuned / BLAS beta"), ("% peak", "tuned % peak")]
 
 
 def spread(values, digits):
@@ -30,7 +30,7 @@ def table(runs):
         cells = []
         for _, column in COLUMNS:
             values = [float(r[column]) for r in rows if r.get(column) not in (None, "", "nan")]
-            digits = 2 if column == "tuned / best other" else 0 if "%" in column else 1
+            digits = 2 if column.startswith("tuned / ") else 0 if "%" in column else 1
             cells.append(spread(values, digits) if values else "-")
         entry = [float(r["entry point us"]) for r in rows
                  if r["entry point us"] != "nan" and float(r["tuned s"]) < 1e-3]
