@@ -208,8 +208,8 @@ def best_other(paired):
     """The contender a user could run instead that tuned is least ahead of, by paired median.
 
     Not the fastest median time: when several contenders run the same sgemm (numpy 2-D, BLAS beta,
-    the loader's BLAS), the largest of their noisy medians sits above what any of them runs, and a
-    ratio to it reads below 1 for the very same call (the rows that ran BLAS read 0.90-0.98 that way)."""
+    the loader's BLAS), the fastest of their noisy medians is faster than what any of them runs, and
+    a ratio to it reads below 1 for the very same call (rows that ran BLAS read 0.90-0.98 that way)."""
     return min((name for name in OTHERS if name in paired), key=lambda name: paired[name].median)
 
 

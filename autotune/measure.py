@@ -6,7 +6,8 @@ contenders are timed in rounds, each round one burst per contender in a fresh ra
 (random interleaving), and a comparison is the per-round ratio of two contenders, whose median
 and bootstrap interval say how much faster one is and whether the difference beats the noise.
 OpenBLAS worker threads spin for about 0.1 s after a call and slow what runs next: every BLAS
-call is followed by a pause.
+call is followed by a pause. And OpenBLAS runs small products faster once it has made a large one,
+so every process makes large calls before its first timing (warm_blas).
 """
 import contextlib
 import os
@@ -105,11 +106,39 @@ def settle():
     time.sleep(BLAS_SETTLE_S)
 
 
+_blas_warmed = False
+
+
+def warm_blas():
+    """Once per process, a few large sgemm calls through each OpenBLAS this package times (numpy's,
+    and scipy's, which the loaders' compiled BLAS calls too), then a pause.
+
+    OpenBLAS runs small products faster once it has made a large one: at 1024x192x192, scipy's
+    sgemm took 1.25-1.30 ms a call in a fresh process and 1.13-1.14 ms after three 4096x768x768
+    calls through the same library (a large call through numpy's copy, or allocating 400 MB, left
+    it at 1.29-1.34), while a generated kernel stayed at 1.22-1.33. A training process has made
+    large calls long before it runs a small one, so BLAS is timed in that state, in every
+    comparison, or a kernel beats a BLAS that no user runs."""
+    global _blas_warmed
+    if _blas_warmed:
+        return
+    from scipy.linalg import blas as scipy_blas
+    a, b = np.ones((4096, 768), np.float32), np.ones((768, 768), np.float32)
+    c = np.zeros((768, 4096), np.float32, order="F")
+    with threadpoolctl.threadpool_limits(limits=numba.config.NUMBA_NUM_THREADS, user_api="blas"):  # every worker
+        for _ in range(3):
+            a @ b
+            scipy_blas.sgemm(1.0, b, a.T, beta=1.0, c=c, overwrite_c=True)
+    settle()
+    _blas_warmed = True
+
+
 def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max_rounds=12):
     """Interleaved timing of {name: fn}: {name: Timing}. Each round times every contender over a short
     burst of back-to-back calls (so small shapes are timed warm, not waking threads), in a random
     order per round; a pause follows every contender named in `settle_after`. With `budget_s`, as
     many rounds as fit it, at least `rounds` and at most `max_rounds`."""
+    warm_blas()
     calls, round_s = {}, 0.0
     for name, fn in contenders.items():
         fn()  # warm-up

@@ -1,0 +1,39 @@
+"""OpenBLAS runs a small product faster once it has made a large one (measure.warm_blas).
+
+    python docs/blas_warm.py [B,T,C,OC]      # default 8,128,192,192, forward
+
+In one fresh process: the forward at this shape through BLAS with beta (scipy's sgemm, the library
+the loaders' compiled BLAS calls), numpy on 2-D views and the generated kernel of this size's stored
+record (rendered from its config), interleaved, 9 rounds; then measure.warm_blas (three large sgemm
+calls through each library), and the same timing twice more. Prints medians and the kernel's
+paired ratios. Run with OPENBLAS_CORETYPE unset and nothing else running.
+"""
+import sys
+
+from autotune import build, machine, measure, ops, store
+
+measure._blas_warmed = True  # time the libraries as a fresh process finds them first
+
+
+def main(shape_text="8,128,192,192"):
+    kernel = ops.KERNELS["forward"]
+    problem = kernel.problem(ops.Shape.parse(shape_text))
+    entry = next((e for e in store.entries(store.tuned_dir()) if e.status == "ok" and e.record.problem == problem), None)
+    if entry is None:
+        sys.exit(f"no record of {problem} on this machine: search it first")
+    fn = build.build_kernel(kernel, entry.record.config).function(kernel)
+    calls = measure.calls(kernel, kernel.inputs(problem, seed=1), {"kernel": (entry.record.config.threads, fn)},
+                          ("scipy_blas", "numpy"))
+    for label in ("fresh process", "after warm_blas", "after warm_blas, again"):
+        if label == "after warm_blas":
+            measure._blas_warmed = False
+            measure.warm_blas()
+        with measure.thread_count(machine.max_threads()):
+            timings = measure.compare(calls, rounds=9, settle_after=tuple(calls), seed=0)
+        medians = ", ".join(f"{name} {t.median * 1e3:.3f}" for name, t in timings.items())
+        versus = measure.speedup(timings["kernel"], timings["scipy_blas"]).describe()
+        print(f"{label:24s} ms a call: {medians}; kernel vs scipy_blas {versus}", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
