@@ -113,12 +113,12 @@ def warm_blas():
     """Once per process, a few large sgemm calls through each OpenBLAS this package times (numpy's,
     and scipy's, which the loaders' compiled BLAS calls too), then a pause.
 
-    OpenBLAS runs small products faster once it has made a large one: at 1024x192x192, scipy's
-    sgemm took 1.25-1.30 ms a call in a fresh process and 1.13-1.14 ms after three 4096x768x768
-    calls through the same library (a large call through numpy's copy, or allocating 400 MB, left
-    it at 1.29-1.34), while a generated kernel stayed at 1.22-1.33. A training process has made
-    large calls long before it runs a small one, so BLAS is timed in that state, in every
-    comparison, or a kernel beats a BLAS that no user runs."""
+    OpenBLAS runs small products faster once it has made a large one: at 1024x192x192 a generated
+    kernel read 0.93-1.04x scipy's sgemm in a fresh process and 0.80-0.89x after this warm-up
+    (`python docs/blas_warm.py`, three runs). Large calls through numpy's copy of OpenBLAS, or
+    allocating 400 MB, did not speed up scipy's (a one-off check): each library is warmed. A
+    training process has made large calls long before it runs a small one, so BLAS is timed in
+    that state, in every comparison, or a kernel beats a BLAS that no user runs."""
     global _blas_warmed
     if _blas_warmed:
         return
