@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import threadpoolctl
 
+from autotune import machine
+
 BLAS_SETTLE_S = 0.3
 NOISE_THRESHOLD = 0.02  # a difference under 2% is never acted on (criterion.rs's default)
 CONFIDENCE = 0.95  # of the bootstrap interval of a paired ratio
@@ -125,7 +127,7 @@ def warm_blas():
     from scipy.linalg import blas as scipy_blas
     a, b = np.ones((4096, 768), np.float32), np.ones((768, 768), np.float32)
     c = np.zeros((768, 4096), np.float32, order="F")
-    with threadpoolctl.threadpool_limits(limits=numba.config.NUMBA_NUM_THREADS, user_api="blas"):  # every worker
+    with threadpoolctl.threadpool_limits(limits=machine.max_threads(), user_api="blas"):  # every worker
         for _ in range(3):
             a @ b
             scipy_blas.sgemm(1.0, b, a.T, beta=1.0, c=c, overwrite_c=True)

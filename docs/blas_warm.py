@@ -4,13 +4,13 @@
 
 In one fresh process: the forward at this shape through BLAS with beta (scipy's sgemm, the library
 the loaders' compiled BLAS calls), numpy on 2-D views and the generated kernel of this size's stored
-record (rendered from its config), interleaved, 9 rounds; then measure.warm_blas (three large sgemm
+record (its stored source, whatever the record's `use`), interleaved, 9 rounds; then measure.warm_blas (three large sgemm
 calls through each library), and the same timing twice more. Prints medians and the kernel's
 paired ratios. Run with OPENBLAS_CORETYPE unset and nothing else running.
 """
 import sys
 
-from autotune import build, machine, measure, ops, store
+from autotune import build, load, machine, measure, ops
 
 measure._blas_warmed = True  # time the libraries as a fresh process finds them first
 
@@ -18,10 +18,10 @@ measure._blas_warmed = True  # time the libraries as a fresh process finds them 
 def main(shape_text="8,128,192,192"):
     kernel = ops.KERNELS["forward"]
     problem = kernel.problem(ops.Shape.parse(shape_text))
-    entry = next((e for e in store.entries(store.tuned_dir()) if e.status == "ok" and e.record.problem == problem), None)
+    entry = load.winners().by_problem.get(problem)  # this machine's usable records, as the loader reads them
     if entry is None:
         sys.exit(f"no record of {problem} on this machine: search it first")
-    fn = build.build_kernel(kernel, entry.record.config).function(kernel)
+    fn = build.build(entry.source, entry.record.compile_flags).function(kernel)
     calls = measure.calls(kernel, kernel.inputs(problem, seed=1), {"kernel": (entry.record.config.threads, fn)},
                           ("scipy_blas", "numpy"))
     for label in ("fresh process", "after warm_blas", "after warm_blas, again"):
