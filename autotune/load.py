@@ -9,7 +9,9 @@ where BLAS won, called from compiled code: autotune.blas); a size nobody tuned r
 tuned size's choice, moved to valid values for this size, or BLAS with beta when nothing near was
 tuned (over the sweep's grid the analytical model's config ran a median 0.72x (forward) and 0.47x
 (backward) of the best other there, BLAS with beta 0.84x and 0.81x). Records from another
-machine, target, numba version or template version are skipped with one warning per directory.
+machine, target or numba version are skipped: silently beside this machine's own (tuned/ holds
+several machine kinds side by side), with one warning when none is this machine's. Stale (the
+templates changed) or corrupt records are skipped with one warning per directory.
 """
 import os
 import warnings
@@ -20,7 +22,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from autotune import build, space, store
+from autotune import build, machine, space, store
 from autotune.ops import KERNELS, Problem
 
 NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
@@ -50,15 +52,21 @@ class Winners:
     def __init__(self, directory):
         self.directory = directory
         self.by_problem = {}
-        skipped = []
+        damaged, foreign = [], set()
         for entry in store.entries(directory):
             if entry.status == "ok":
                 self.by_problem[entry.record.problem] = entry
+            elif entry.status == "foreign":
+                foreign.add(entry.record.fingerprint.get("id", "?"))
             else:
-                skipped.append(f"{entry.path.name} ({entry.status}: {entry.reason})")
-        if skipped:
-            warnings.warn(f"autotune: not using {len(skipped)} record(s) in {directory}: " + "; ".join(skipped),
+                damaged.append(f"{entry.path.name} ({entry.status}: {entry.reason})")
+        if damaged:
+            warnings.warn(f"autotune: not using {len(damaged)} record(s) in {directory}: " + "; ".join(damaged),
                           stacklevel=4)
+        if foreign and not self.by_problem:  # beside this machine's own records, other kinds' are expected
+            warnings.warn(f"autotune: no record in {directory} was made on this machine (fingerprint "
+                          f"{machine.fingerprint()['id']}; records there come from {', '.join(sorted(foreign))}): "
+                          "BLAS with beta = 1 runs until you search here (python -m autotune search)", stacklevel=4)
         self.functions = {}
 
     def choice(self, problem):

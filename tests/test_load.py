@@ -1,5 +1,6 @@
 """The import API: right answers at any shape, clear errors for bad input, safe fallbacks."""
 import json
+import re
 import warnings
 
 import numpy as np
@@ -189,11 +190,28 @@ def test_foreign_and_corrupt_records_warn_once_and_fall_back(rng, tmp_path, monk
     (tmp_path / "forward-6x7x5-elsewhere.py").write_text(store.SOURCE_MARKER + source)
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
     a = arrays(rng, 2, 3, 5, 7)
-    with pytest.warns(UserWarning, match=r"not using 2 record\(s\).*corrupt.*foreign"):
+    with pytest.warns(UserWarning) as caught:
         forward_call(a)
+    messages = [str(w.message) for w in caught]
+    assert any(re.search(r"not using 1 record\(s\).*corrupt", m) for m in messages), messages
+    assert any(re.search(r"no record .* made on this machine .* from elsewhere", m) for m in messages), messages
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         forward_call(a)  # once per directory
+    np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)
+
+
+def test_records_of_other_machines_beside_this_ones_are_skipped_quietly(rng, tmp_path, monkeypatch):
+    """tuned/ ships several machine kinds' records side by side: on one of them, the others are expected."""
+    record, source = make_record(problem=Problem("forward", 6, 7, 5), fingerprint={"id": "elsewhere"})
+    (tmp_path / "forward-6x7x5-elsewhere.json").write_text(json.dumps(record.to_json()))
+    (tmp_path / "forward-6x7x5-elsewhere.py").write_text(store.SOURCE_MARKER + source)
+    store.save(*make_record(use="blas"), tmp_path)  # this machine's own record (BLAS won: nothing to compile)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    a = arrays(rng, 2, 3, 5, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forward_call(a)
     np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)
 
 
