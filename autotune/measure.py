@@ -104,7 +104,7 @@ def seconds(fn, calls=1):
 
 
 def settle():
-    """Let OpenBLAS's worker threads stop spinning before anything else is timed."""
+    """Let OpenBLAS's (and numba's) worker threads stop spinning before anything else is timed."""
     time.sleep(BLAS_SETTLE_S)
 
 
@@ -175,10 +175,16 @@ def blas_info():
 
 def side_by_side(kernel, problem, kernels, threads, budget_s, baselines=("blas", "numpy"), seed=1):
     """The final comparison of a search: {name: Timing} of the generated `kernels` ({name: (threads,
-    function)}) and of the kernel's `baselines` at `threads`, interleaved on one set of arrays."""
+    function)}) and of the kernel's `baselines` at `threads`, interleaved on one set of arrays.
+
+    A pause follows every contender, kernels too: numba's threads also spin after a parallel call,
+    and a BLAS call started then is slowed. Pausing after BLAS only (as before) read the 4,1024,768,768
+    backward kernels at 1.11-1.16x (input) and 1.12-1.23x (weight) BLAS alone on a Zen 4, and at
+    1.06-1.07x and 0.96-0.99x with a pause after every contender, as `bench` times them (two runs of
+    docs/backward_halves.py)."""
     contenders = calls(kernel, kernel.inputs(problem, seed=seed), kernels, baselines)
     with thread_count(threads):
-        return compare(contenders, rounds=FINAL_MIN_ROUNDS, settle_after=baselines, budget_s=budget_s)
+        return compare(contenders, rounds=FINAL_MIN_ROUNDS, settle_after=tuple(contenders), budget_s=budget_s)
 
 
 def calls(kernel, arrays, kernels, baselines):

@@ -52,3 +52,16 @@ def test_compare_interleaves_in_a_new_order_every_round():
     rounds = [tuple(calls[i:i + 4]) for i in range(len(calls) - 24, len(calls), 4)]
     assert all(sorted(r) == list("abcd") for r in rounds)  # every contender once per round
     assert len(set(rounds)) > 1  # not the same order every round
+
+
+def test_the_final_comparison_pauses_after_every_contender_not_only_blas(monkeypatch):
+    """numba's threads spin after a kernel too: a BLAS burst right after one ran 5-20% slow."""
+    from autotune.ops import KERNELS, Problem
+
+    seen = {}
+    monkeypatch.setattr(measure, "compare", lambda contenders, **options: seen.update(
+        names=set(contenders), settle_after=set(options["settle_after"])))
+    kernel = KERNELS["forward"]
+    measure.side_by_side(kernel, Problem("forward", 4, 3, 2), {"a kernel": (1, lambda *arrays: None)},
+                         threads=1, budget_s=1.0)
+    assert seen["names"] == {"a kernel", "blas", "numpy"} and seen["settle_after"] == seen["names"]
