@@ -104,8 +104,8 @@ def test_only_backward_weight_splits_k_and_only_on_several_threads():
     assert space.choices(weight)["split_k"] == (False, True)
     assert space.choices(forward)["split_k"] == (False,)
     assert space.invalid_reason(config(kc=64, nr=16, row_tiles=2, col_panels=1, threads=2, split_k=True), weight, AVX2) is None
-    assert "does not split K" in space.invalid_reason(config(kc=64, threads=2, split_k=True), forward, AVX2)
-    assert "more than one thread" in space.invalid_reason(config(kc=64, threads=1, split_k=True), weight, AVX2)
+    assert "does not split K" in space.invalid_reason(config(kc=64, nr=16, threads=2, split_k=True), forward, AVX2)
+    assert "more than one thread" in space.invalid_reason(config(kc=64, nr=16, threads=1, split_k=True), weight, AVX2)
 
 
 def test_the_analytical_model_splits_k_where_the_tasks_cannot_feed_every_thread():
