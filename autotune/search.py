@@ -276,7 +276,7 @@ def agree_backward(shape, directory=None):
     if None in halves:
         return None
     baselines = {"blas", *(e.record.use for e in halves)} - {"kernel"}  # the loader may run either half's
-    runs = [_half_runs(e, baselines) for e in halves]
+    runs = [stored_calls(e, baselines) for e in halves]
     plans = {plan: [runs[i][use] for i, use in enumerate(plan)]
              for plan in itertools.product(*(list(r) for r in runs)) if _loader_runs(plan, halves)}
     current = _as_loaded(tuple(e.record.use for e in halves), halves)
@@ -298,8 +298,10 @@ def agree_backward(shape, directory=None):
     return f"revised to {sentence}"
 
 
-def _half_runs(entry, baselines):
-    """{use: call} for one half: its stored kernel and the `baselines`, on its own arrays."""
+def stored_calls(entry, baselines):
+    """{use: call} for a stored record: its stored kernel source as "kernel" (whatever the record's
+    `use`) and the kernel's `baselines` by name, on arrays of its size. The whole backward times its
+    halves this way; docs/blas_warm.py and docs/backward_halves.py time records with it."""
     kernel, record = KERNELS[entry.record.problem.kernel], entry.record
     function = build.build(entry.source, record.compile_flags).function(kernel)
     return measure.calls(kernel, kernel.inputs(record.problem, seed=1), {"kernel": (record.config.threads, function)},

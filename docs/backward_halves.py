@@ -11,18 +11,15 @@ medians and paired ratios. Run with OPENBLAS_CORETYPE unset and nothing else run
 """
 import sys
 
-from autotune import build, load, machine, measure, ops
+from autotune import load, machine, measure, ops, search
 
 
 def half_calls(name, shape):
-    kernel = ops.KERNELS[name]
-    problem = kernel.problem(shape)
+    problem = ops.KERNELS[name].problem(shape)
     entry = load.winners().by_problem.get(problem)  # this machine's usable records, as the loader reads them
     if entry is None:
         sys.exit(f"no record of {problem} on this machine: search it first")
-    fn = build.build(entry.source, entry.record.compile_flags).function(kernel)
-    return measure.calls(kernel, kernel.inputs(problem, seed=1), {"kernel": (entry.record.config.threads, fn)},
-                         ("blas",))
+    return search.stored_calls(entry, ("blas",))
 
 
 def main(shape_text="4,1024,768,768"):

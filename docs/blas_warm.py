@@ -10,7 +10,7 @@ paired ratios. Run with OPENBLAS_CORETYPE unset and nothing else running.
 """
 import sys
 
-from autotune import build, load, machine, measure, ops
+from autotune import load, machine, measure, ops, search
 
 measure._blas_warmed = True  # time the libraries as a fresh process finds them first
 
@@ -21,9 +21,7 @@ def main(shape_text="8,128,192,192"):
     entry = load.winners().by_problem.get(problem)  # this machine's usable records, as the loader reads them
     if entry is None:
         sys.exit(f"no record of {problem} on this machine: search it first")
-    fn = build.build(entry.source, entry.record.compile_flags).function(kernel)
-    calls = measure.calls(kernel, kernel.inputs(problem, seed=1), {"kernel": (entry.record.config.threads, fn)},
-                          ("scipy_blas", "numpy"))
+    calls = search.stored_calls(entry, ("scipy_blas", "numpy"))
     for label in ("fresh process", "after warm_blas", "after warm_blas, again"):
         if label == "after warm_blas":
             measure._blas_warmed = False
