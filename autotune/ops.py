@@ -31,12 +31,14 @@ class Shape:
 
     @classmethod
     def parse(cls, text):
-        """Shape.parse("64,1024,768,768") -> Shape(B=64, T=1024, C=768, OC=768)"""
+        """Shape.parse("64,1024,768,768") -> Shape(B=64, T=1024, C=768, OC=768); str(shape),
+        "B=64,T=1024,C=768,OC=768", parses back."""
+        parts = text.split(",")
         try:
-            values = [int(v) for v in text.split(",")]
+            values = [int(part.removeprefix(f"{name}=")) for part, name in zip(parts, ("B", "T", "C", "OC"))]
         except ValueError:
             values = []
-        if len(values) != 4 or min(values) < 1:
+        if len(parts) != 4 or len(values) != 4 or min(values) < 1:
             raise ValueError(f"a shape is four positive integers B,T,C,OC (e.g. 64,1024,768,768), got {text!r}")
         return cls(*values)
 

@@ -72,19 +72,41 @@ def warm_start(study, problem, directory, nearest=3):
     """Seed a new study with what won before on this machine: the winner and finalists of this
     size's own record (a new study of a tuned size means the templates or the search space changed
     since), then those of the `nearest` other tuned sizes of the same kernel (by log-distance of
-    M, N, K), each moved to the nearest valid choice; then the analytical model's configs for NR of
-    two, one, three and four vectors, and its first with one K block. Records from other machines say
-    nothing about this one."""
-    earlier = sorted((e for e in store.entries(directory) if e.status in ("ok", "stale")
-                      and e.record.problem.kernel == problem.kernel), key=lambda e: e.record.problem.distance(problem))
+    M, N, K), then the winners of the other kernels at the nearest llm.c shape, each moved to the
+    nearest valid choice; then the analytical model's configs for NR of two, one, three and four
+    vectors, and its first with one K block. Records from other machines say nothing about this one.
+
+    Why the other kernels: the three share the micro-kernel and the task loop, and what suits this
+    CPU carries over. On a Zen 4 the forward's and the input gradient's winners (12 x 32, K blocks of
+    768, tasks across all of N, A read in place) were seeds the weight gradient's 16 trials never
+    reached: its search stored a config at 68-73% of the FMA peak where such configs ran 78-85%."""
+    usable = [e for e in store.entries(directory) if e.status in ("ok", "stale")]
+    earlier = sorted((e for e in usable if e.record.problem.kernel == problem.kernel),
+                     key=lambda e: e.record.problem.distance(problem))
     same = [e for e in earlier if e.record.problem == problem]
     others = [e for e in earlier if e.record.problem != problem][:nearest]
+    across = [e.record.config for e in _nearest_of_other_kernels(usable, problem)]
     model = [space.analytical_config(problem, vectors=v) for v in (2, *(v for v in space.VECTORS_PER_NR if v != 2))]
     seeds = [*(c for e in same + others for c in [e.record.config, *(f for f, _ in e.record.finalists)]),
-             *model, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
+             *across, *model, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
     for config in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds):
         if space.invalid_reason(config, problem) is None:
             study.enqueue_trial(config.params(), user_attrs={"seeded": True})
+
+
+def _nearest_of_other_kernels(entries, problem):
+    """Per other kernel, its record whose llm.c shape, as a problem of `problem`'s kernel, is nearest."""
+    kernel = KERNELS[problem.kernel]
+    by_kernel = collections.defaultdict(list)
+    for entry in entries:
+        if entry.record.problem.kernel == problem.kernel:
+            continue
+        try:
+            distance = kernel.problem(ops.Shape.parse(entry.record.shape)).distance(problem)
+        except ValueError:  # a record searched without an llm.c shape
+            continue
+        by_kernel[entry.record.problem.kernel].append((distance, entry))
+    return [min(pairs, key=lambda pair: pair[0])[1] for _, pairs in sorted(by_kernel.items())]
 
 
 def suggest(trial, problem):

@@ -13,6 +13,8 @@ BAD = [
     (["search", "--shape", "64,1024,768"], "four positive integers B,T,C,OC (e.g. 64,1024,768,768), got '64,1024,768'"),
     (["search", "--shape", "0,1024,768,768"], "four positive integers"),
     (["search", "--shape", "-1,2,3,4"], "four positive integers B,T,C,OC (e.g. 64,1024,768,768), got '-1,2,3,4'"),
+    (["search", "--shape", "1,2,3,4,5"], "four positive integers"),
+    (["search", "--shape", "B=1,T=2,C=3"], "four positive integers"),
     (["bench", "--shapes", "4,64,48"], "four positive integers"),
     (["search", "--trials", "0"], "--trials: must be a positive integer, got '0'"),
     (["search", "--trials", "-3"], "--trials: must be a positive integer, got '-3'"),

@@ -179,6 +179,25 @@ def test_a_stale_records_finalists_seed_the_new_study_first(tmp_path):
     assert space.nearest_choice(space.analytical_config(problem), problem) in seeded
 
 
+def test_the_other_kernels_winners_at_the_nearest_shape_seed_a_new_study(tmp_path):
+    """The weight gradient's study starts from the forward's winner at the nearest llm.c shape (the
+    three kernels share their micro-kernel), moved to the weight gradient's choices; a record of a
+    farther shape does not seed, nor does one without an llm.c shape."""
+    near, far, shapeless = (config(4, 1, 64, 1, 2, "rows-outer", 1), config(3, 1, 64, 2, 1, "panels-outer", 1),
+                            config(5, 1, 64, 1, 1, "rows-outer", 1))
+    for shape, winner in (("B=1,T=10,C=30,OC=20", near), ("B=8,T=64,C=300,OC=200", far), ("?", shapeless)):
+        problem = KERNELS["forward"].problem(Shape.parse(shape)) if shape != "?" else Problem("forward", 3, 4, 5)
+        record, source = make_record(problem=problem, config=winner, shape=shape)
+        store.save(record, source, tmp_path)
+    problem = KERNELS["backward_weight"].problem(Shape(B=1, T=12, C=30, OC=20))
+    study = optuna.create_study()
+    search.warm_start(study, problem, tmp_path)
+    seeded = []
+    study.optimize(lambda trial: seeded.append(search.suggest(trial, problem)) or 0.0, n_trials=len(study.trials))
+    assert seeded[0] == space.nearest_choice(near, problem)
+    assert not {space.nearest_choice(c, problem) for c in (far, shapeless)} & set(seeded)
+
+
 def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_blas(tmp_path, monkeypatch):
     """agree_backward times the backward as the loader runs it beside plans that swap a half for
     BLAS; the fastest plan revises the records, and the loader then runs it."""
