@@ -78,8 +78,9 @@ def warm_start(study, problem, directory, nearest=3):
 
     Why the other kernels: the three share the micro-kernel and the task loop, and what suits this
     CPU carries over. On a Zen 4 the forward's and the input gradient's winners (12 x 32, K blocks of
-    768, tasks across all of N, A read in place) were seeds the weight gradient's 16 trials never
-    reached: its search stored a config at 68-73% of the FMA peak where such configs ran 78-85%."""
+    768, A read in place) led where the weight gradient's 16 trials never went: its search stored a
+    config at 66-71% of the FMA peak where such configs ran 78-84% (README, "How a search spends
+    its time")."""
     usable = [e for e in store.entries(directory) if e.status in ("ok", "stale")]
     earlier = sorted((e for e in usable if e.record.problem.kernel == problem.kernel),
                      key=lambda e: e.record.problem.distance(problem))
