@@ -41,7 +41,8 @@ def render_file(template, **context):
 
 @functools.cache
 def template_hash(kernel):
-    """Hash of everything that renders into `kernel`'s source: a stored winner from other templates is stale."""
+    """Hash of everything that renders into `kernel`'s source: it names the study (a changed template
+    starts a new one) and is kept in records as provenance; staleness compares rendered sources (store)."""
     digest = hashlib.sha256()
     for path in sorted(templates_dir().glob("*.jinja")) + [Path(__file__).with_name("stack_arrays.py")]:
         if path.name.startswith("_") or path.name == kernel.template or path.suffix == ".py":

@@ -6,7 +6,8 @@
 A Record is built once, by the search's final comparison, and read by load, report, pull and the
 command line; its JSON form is Record.to_json / Record.from_json. Writes are atomic (temporary
 file + os.replace) under a lock. A record is used only if it is intact and was made on this
-machine fingerprint with the current templates; anything else is reported, never trusted.
+machine fingerprint, and today's templates still render its config to its source; anything else is
+reported, never trusted.
 """
 import contextlib
 import fcntl
@@ -47,7 +48,7 @@ class Record:
     compile_s: float
     search_s: float
     template: str
-    template_hash: str
+    template_hash: str  # of the templates it was rendered from (provenance; names its study)
     source_sha256: str
     compile_flags: dict
     fingerprint: dict
@@ -190,9 +191,17 @@ def read(path):
     if record.fingerprint != here:
         changed = sorted(k for k in here if record.fingerprint.get(k) != here[k])
         return Entry(path, "foreign", f"made on another machine, target or numba ({', '.join(changed)} differ)", record)
-    if record.template_hash != render.template_hash(KERNELS[record.problem.kernel]):
-        return Entry(path, "stale", "templates changed since it was tuned", record)
+    if not _renders_the_same(record):
+        return Entry(path, "stale", "the templates render its config to other code since it was tuned", record)
     return Entry(path, "ok", "", record, source)
+
+
+def _renders_the_same(record):
+    """Whether today's templates render the record's config to the source it was tuned as. Stale is
+    a change to the code a record ran, not to the template files: a choice added for one kernel (off
+    in older configs) leaves the other kernels' records, and this one's, valid. (autotune/stack_arrays.py,
+    which every kernel imports, is not in the source: a change to it calls for a re-tune by hand.)"""
+    return source_digest(render.render(KERNELS[record.problem.kernel], record.config)) == record.source_sha256
 
 
 def check_writable(directory):

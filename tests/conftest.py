@@ -49,13 +49,14 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def make_record(seconds=1.0, vs_blas=1.0, problem=None, config=None, **changes):
+def make_record(seconds=1.0, vs_blas=1.0, problem=None, config=None, older_template=False, **changes):
     """(Record, source) as a search would store them: by default the forward at M=10 N=20 K=30 with
-    the analytical config; the source is rendered for the problem's kernel and the config."""
+    the analytical config; the source is rendered for the problem's kernel and the config (as an
+    older template rendered it, different from today's, if `older_template`)."""
     problem = problem or Problem("forward", 10, 20, 30)
     config = config or space.analytical_config(problem)
     kernel = KERNELS[problem.kernel]
-    source = render.render(kernel, config)
+    source = render.render(kernel, config) + ("# a line an older template rendered\n" if older_template else "")
     fields = dict(
         problem=problem, shape="B=1,T=10,C=30,OC=20", config=config, use="kernel", seconds=seconds,
         spread=(seconds, seconds), rounds=7, baselines={"numpy": 1.0, "blas": 1.0},

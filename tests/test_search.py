@@ -167,7 +167,7 @@ def test_a_stale_records_finalists_seed_the_new_study_first(tmp_path):
     problem = Problem("forward", 10, 20, 30)  # make_record's size
     winner = config(4, 1, 64, 1, 2, "rows-outer", 1)
     finalist = config(3, 1, 64, 2, 1, "panels-outer", 1)
-    record, source = make_record(template_hash="an-older-template", config=winner,
+    record, source = make_record(older_template=True, config=winner,
                                  finalists=((winner, 1.0), (finalist, 1.1)))
     store.save(record, source, tmp_path)
     assert store.entries(tmp_path)[0].status == "stale"

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from autotune import machine, store
+from autotune.ops import Problem
 from conftest import make_record
 
 
@@ -45,13 +46,22 @@ def test_a_record_stored_meanwhile_is_replaced_only_beyond_the_noise(tmp_path):
     (lambda path: path.with_suffix(".py").unlink(), "corrupt"),
     (lambda path: _edit(path, fingerprint={**machine.fingerprint(), "numba": "0.1"}), "foreign"),
     (lambda path: _edit(path, fingerprint={**machine.fingerprint(), "target": "another target"}), "foreign"),
-    (lambda path: _edit(path, template_hash="0" * 16), "stale"),
 ])
 def test_damaged_or_foreign_records_are_not_trusted(tmp_path, damage, status):
     store.save(*make_record(), tmp_path)
     damage(next(tmp_path.glob("*.json")))
     [entry] = store.entries(tmp_path)
     assert entry.status == status and entry.reason
+
+
+def test_a_record_is_stale_when_todays_templates_render_its_config_to_other_code(tmp_path):
+    """Stale follows the code a record ran, not the template files: another template hash whose
+    rendering of this config is unchanged (a choice added for another kernel) keeps it in use."""
+    store.save(*make_record(older_template=True), tmp_path)
+    [entry] = store.entries(tmp_path)
+    assert entry.status == "stale" and "other code" in entry.reason
+    store.save(*make_record(template_hash="0" * 16, problem=Problem("forward", 11, 20, 30)), tmp_path)
+    assert [e.status for e in store.entries(tmp_path)] == ["stale", "ok"]
 
 
 def test_an_unwritable_folder_is_refused_with_what_to_do(tmp_path):
