@@ -148,6 +148,17 @@ def cache_sizes():
     return sizes
 
 
+def l1_data_ways():
+    """Ways of associativity of one core's L1 data cache, from sysfs (8, the usual value, if absent)."""
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if int((index / "level").read_text()) == 1 and (index / "type").read_text().strip() != "Instruction":
+                return int((index / "ways_of_associativity").read_text())
+        except (OSError, ValueError):
+            continue
+    return 8
+
+
 def cache_dir():
     """Where built kernels, probes and the default study database live; never inside the repository."""
     return Path(os.environ.get("AUTOTUNE_CACHE_DIR") or Path.home() / ".cache" / "autotune")

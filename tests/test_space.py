@@ -113,3 +113,36 @@ def test_the_analytical_model_splits_k_where_the_tasks_cannot_feed_every_thread(
     assert space.analytical_config(Problem("backward_weight", 48, 48, 16384), target=AVX2).split_k
     assert not space.analytical_config(Problem("backward_weight", 768, 768, 16384), target=AVX2).split_k
     assert not space.analytical_config(Problem("backward_weight", 48, 48, 256), target=AVX2).split_k  # one thread
+
+
+@pytest.fixture
+def l1(monkeypatch):
+    """A 32 KiB L1 data cache of `ways` ways (Zen 4's 8 by default), whatever this host's."""
+    def geometry(ways=8, size=32 << 10):
+        monkeypatch.setattr(machine, "l1_data_ways", lambda: ways)
+        monkeypatch.setattr(machine, "cache_sizes", lambda: {1: size, 2: 1 << 20, 3: 32 << 20})
+    geometry()
+    return geometry
+
+
+def test_rows_of_a_that_share_one_l1_set_are_not_read_in_place(l1):
+    """At K = 1024 (GPT-2 medium's C) rows 4 KiB apart all fall in one L1 set: twelve of them evict
+    each other on 8 ways (0.66-0.69x an 8-row block, README); packed, or eight rows, they do not."""
+    for kernel in ("forward", "backward_input"):
+        aliased = Problem(kernel, 4096, 1024, 1024)
+        assert "one L1 set of 8 ways" in space.invalid_reason(config(mr=12, nr=32, pack_a=False), aliased, AVX512)
+        assert space.invalid_reason(config(mr=8, nr=32, pack_a=False), aliased, AVX512) is None
+        assert space.invalid_reason(config(mr=12, nr=32, pack_a=True), aliased, AVX512) is None
+        assert space.invalid_reason(config(mr=12, nr=32, pack_a=False), Problem(kernel, 4096, 768, 768), AVX512) is None
+    weight = Problem("backward_weight", 1024, 1024, 4096)  # reads A's MR values from one row of dout
+    assert space.invalid_reason(config(mr=12, nr=32, pack_a=False), weight, AVX512) is None
+    l1(ways=12, size=48 << 10)  # a 48 KiB, 12-way L1 (recent Intel cores)
+    assert space.invalid_reason(config(mr=12, nr=32, pack_a=False), Problem("forward", 4096, 1024, 1024), AVX512) is None
+
+
+def test_a_winner_moved_to_a_size_where_its_rows_share_an_l1_set_gets_fewer_rows(l1):
+    """The loader runs the K = 768 winner at K = 1024 as an 8-row block, still reading A in place."""
+    winner = config(mr=12, nr=32, kc=768, row_tiles=2, col_panels=2, order="rows-outer", threads=2, pack_a=False)
+    assert space.nearest_choice(winner, Problem("forward", 4096, 1024, 1024), AVX512) == config(
+        mr=8, nr=32, kc=768, row_tiles=2, col_panels=2, order="rows-outer", threads=2, pack_a=False)
+    assert space.nearest_choice(winner, Problem("forward", 4096, 1024, 768), AVX512) == winner
