@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
+
 from autotune import machine, measure, render
 from autotune.build import write_atomic
 from autotune.ops import KERNELS, Problem
@@ -191,7 +193,11 @@ def read(path):
     if record.fingerprint != here:
         changed = sorted(k for k in here if record.fingerprint.get(k) != here[k])
         return Entry(path, "foreign", f"made on another machine, target or numba ({', '.join(changed)} differ)", record)
-    if not _renders_the_same(record):
+    try:
+        same = _renders_the_same(record)
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as error:  # not a search's config
+        return Entry(path, "corrupt", f"its config does not render ({type(error).__name__}: {error})", record)
+    if not same:
         return Entry(path, "stale", "the templates render its config to other code since it was tuned", record)
     return Entry(path, "ok", "", record, source)
 

@@ -44,6 +44,7 @@ def test_a_record_stored_meanwhile_is_replaced_only_beyond_the_noise(tmp_path):
     (lambda path: _edit(path, M="ten"), "corrupt"),
     (lambda path: path.with_suffix(".py").write_text(path.with_suffix(".py").read_text() + "x = 1\n"), "corrupt"),
     (lambda path: path.with_suffix(".py").unlink(), "corrupt"),
+    (lambda path: _edit(path, config={**json.loads(path.read_text())["config"], "mr": "six"}), "corrupt"),
     (lambda path: _edit(path, fingerprint={**machine.fingerprint(), "numba": "0.1"}), "foreign"),
     (lambda path: _edit(path, fingerprint={**machine.fingerprint(), "target": "another target"}), "foreign"),
 ])
