@@ -136,27 +136,29 @@ def target_label(t=None):
 def cache_sizes():
     """{1: L1 data bytes, 2: L2 bytes, 3: L3 bytes} of one core, from sysfs (typical sizes if absent)."""
     sizes = {1: 32 << 10, 2: 1 << 20, 3: 32 << 20}
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            kind = (index / "type").read_text().strip()
-            level = int((index / "level").read_text())
-            text = (index / "size").read_text().strip()
-        except (OSError, ValueError):
-            continue
-        if kind != "Instruction" and text[-1] in "KM":
+    for level, text in _data_caches("size"):
+        if text[-1:] in ("K", "M"):
             sizes[level] = int(text[:-1]) << (10 if text[-1] == "K" else 20)
     return sizes
 
 
+@functools.cache
 def l1_data_ways():
     """Ways of associativity of one core's L1 data cache, from sysfs (8, the usual value, if absent)."""
+    return next((int(text) for level, text in _data_caches("ways_of_associativity") if level == 1 and text.isdigit()), 8)
+
+
+def _data_caches(field):
+    """(level, the sysfs `field` as text) of each data or unified cache of cpu0 that reports it."""
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
-            if int((index / "level").read_text()) == 1 and (index / "type").read_text().strip() != "Instruction":
-                return int((index / "ways_of_associativity").read_text())
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            text = (index / field).read_text().strip()
         except (OSError, ValueError):
             continue
-    return 8
+        if kind != "Instruction":
+            yield level, text
 
 
 def cache_dir():
