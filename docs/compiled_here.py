@@ -59,7 +59,7 @@ def vector_fmas_in_cached_entry(cache_dir, entry):
     with tempfile.NamedTemporaryFile(suffix=".o") as obj:
         obj.write(data[data.index(b"\x7fELF"):])
         obj.flush()
-        listing = subprocess.run(["objdump", "-d", obj.name], capture_output=True, text=True).stdout
+        listing = subprocess.run(["objdump", "-d", obj.name], capture_output=True, text=True, check=True).stdout
     lines = re.findall(r"vfmadd\S*\s+[^\n]*", listing)
     return {kind: sum(kind in line for line in lines) for kind in ("xmm", "ymm", "zmm")}
 
