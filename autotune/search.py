@@ -73,8 +73,9 @@ def warm_start(study, problem, directory, nearest=3):
     size's own record (a new study of a tuned size means the templates or the search space changed
     since), then those of the `nearest` other tuned sizes of the same kernel (by log-distance of
     M, N, K), then the winners of the other kernels at the nearest llm.c shape, each moved to the
-    nearest valid choice; then the analytical model's configs for NR of two, one, three and four
-    vectors, and its first with one K block. Records from other machines say nothing about this one.
+    nearest valid choice; then the analytical model's configs for NR of one to four vectors, those
+    that pad N least first (two vectors first among equals), each with A packed and read in place;
+    and the first with one K block. Records from other machines say nothing about this one.
 
     Why the other kernels: the three share the micro-kernel and the task loop, and what suits this
     CPU carries over. On a Zen 4 the forward's and the input gradient's winners (12 x 32, K blocks of
@@ -87,12 +88,22 @@ def warm_start(study, problem, directory, nearest=3):
     same = [e for e in earlier if e.record.problem == problem]
     others = [e for e in earlier if e.record.problem != problem][:nearest]
     across = [e.record.config for e in _nearest_of_other_kernels(usable, problem)]
-    model = [space.analytical_config(problem, vectors=v) for v in (2, *(v for v in space.VECTORS_PER_NR if v != 2))]
+    model = [space.analytical_config(problem, vectors=v) for v in _vectors_by_fit(problem)]
+    model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False))]
     seeds = [*(c for e in same + others for c in [e.record.config, *(f for f, _ in e.record.finalists)]),
-             *across, *model, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
+             *across, *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
     for config in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds):
         if space.invalid_reason(config, problem) is None:
             study.enqueue_trial(config.params(), user_attrs={"seeded": True})
+
+
+def _vectors_by_fit(problem):
+    """NR's vector counts, those whose panels pad the problem's N least first, then two, one, three,
+    four. At N = 48 on AVX-512 a three-vector block has no padding where two vectors pad a quarter."""
+    lanes = machine.target().lanes
+    preferred = (2, *(v for v in space.VECTORS_PER_NR if v != 2))
+    return sorted(preferred, key=lambda v: (-problem.N % (v * lanes) / (problem.N + -problem.N % (v * lanes)),
+                                           preferred.index(v)))
 
 
 def _nearest_of_other_kernels(entries, problem):

@@ -9,7 +9,7 @@ import sys
 
 import optuna
 import pytest
-from conftest import config, make_record
+from conftest import LANES, config, make_record
 
 from autotune import build, load, machine, measure, render, search, space, store
 from autotune import study as studies
@@ -195,6 +195,20 @@ def test_a_stale_records_finalists_seed_the_new_study_first(tmp_path):
     study.optimize(lambda trial: seeded.append(search.suggest(trial, problem)) or 0.0, n_trials=len(study.trials))
     assert seeded[:2] == [winner, finalist]
     assert space.nearest_choice(space.analytical_config(problem), problem) in seeded
+
+
+def test_a_new_study_is_seeded_with_the_model_for_each_nr_with_a_packed_and_in_place(tmp_path):
+    """With nothing stored: the analytical model's configs, NR that pads N least first, each with A
+    packed and then read in place."""
+    problem = Problem("forward", 200, 3 * LANES, 640)  # N is three vectors: no padding with NR = 3 vectors
+    study = optuna.create_study()
+    search.warm_start(study, problem, tmp_path)
+    seeded = []
+    study.optimize(lambda trial: seeded.append(search.suggest(trial, problem)) or 0.0, n_trials=len(study.trials))
+    model = [c for c in seeded if c.kc != problem.K]
+    assert [c.nr // LANES for c in model[:2]] == [1, 1] and [c.pack_a for c in model[:2]] == [True, False]
+    assert [c.nr // LANES for c in model[2:4]] == [3, 3]
+    assert all(b == dataclasses.replace(a, pack_a=False) and a.pack_a for a, b in zip(model[::2], model[1::2]))
 
 
 def test_the_other_kernels_winners_at_the_nearest_shape_seed_a_new_study(tmp_path):
