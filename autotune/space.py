@@ -108,6 +108,8 @@ def analytical_config(problem, caches=None, target=None, vectors=2):
     threads = 1 if problem.flops < SERIAL_FLOPS else max(options["threads"])
     tasks = -(-problem.M // (mr * row_tiles)) * -(-problem.N // (nr * col_panels))
     split_k = problem.kernel in SPLIT_K_KERNELS and threads > 1 and tasks < threads
+    if split_k:  # a K block for every worker
+        kc = min(kc, _largest_at_most(options["kc"], problem.K // threads))
     return Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True, split_k=split_k)
 
 
@@ -135,6 +137,8 @@ def nearest_choice(config, problem, target=None):
             moved = replace(moved, **{name: getattr(moved, name) // 2})
     while rows_sharing_an_l1_set(moved, problem):  # fewer rows: packing A, which every task repeats, costs more
         moved = replace(moved, mr=max(m for m in options["mr"] if m < moved.mr))
+    while workers_without_a_k_block(moved, problem) and moved.kc > min(options["kc"]):
+        moved = replace(moved, kc=max(v for v in options["kc"] if v < moved.kc))
     return moved
 
 
@@ -158,6 +162,10 @@ def invalid_reason(config, problem, target=None):
         return f"split_k: the {problem.kernel} template does not split K"
     if config.split_k and config.threads == 1:
         return "split_k needs more than one thread"
+    idle = workers_without_a_k_block(config, problem)
+    if idle:
+        return (f"split_k: K = {problem.K} in blocks of kc = {config.kc} leaves {idle} of {config.threads} workers "
+                f"without a block")
     shared = rows_sharing_an_l1_set(config, problem)
     if shared:
         return (f"A read in place: its {config.mr} rows, {problem.K} floats apart, put {shared} lines in one L1 set "
@@ -186,6 +194,15 @@ def rows_sharing_an_l1_set(config, problem):
     way_bytes = machine.cache_sizes()[1] // ways
     shared = -(-config.mr // (way_bytes // math.gcd(4 * problem.K, way_bytes)))
     return shared if shared > ways else 0
+
+
+def workers_without_a_k_block(config, problem):
+    """Where the threads split K: how many get none of its K blocks (they idle, and the kernel runs
+    serially). A 6 x 48 split-K winner of K = 16384 (kc = 4096) moved to K = 4096 ran at 0.55-0.59x
+    the best other in a sweep (2026-11-30), where every worker had blocks at its own size."""
+    if not config.split_k:
+        return 0
+    return max(0, config.threads - -(-problem.K // config.kc))
 
 
 def _past_dimension(size, dim, sizes):

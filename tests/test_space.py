@@ -108,6 +108,19 @@ def test_only_backward_weight_splits_k_and_only_on_several_threads():
     assert "more than one thread" in space.invalid_reason(config(kc=64, nr=16, threads=1, split_k=True), weight, AVX2)
 
 
+def test_a_split_k_config_gives_every_worker_a_k_block():
+    """One K block for two workers leaves one idle: refused, and a winner of a longer K moved here gets
+    smaller blocks; the analytical model's K blocks are short enough."""
+    long_k, short_k = Problem("backward_weight", 48, 48, 16384), Problem("backward_weight", 48, 48, 4096)
+    winner = space.Config(6, 48, 4096, 8, 1, "rows-outer", 2, pack_a=False, split_k=True)  # AVX-512's 6 x 48
+    assert space.invalid_reason(winner, long_k, AVX512) is None
+    assert "leaves 1 of 2 workers without a block" in space.invalid_reason(winner, short_k, AVX512)
+    assert space.nearest_choice(winner, short_k, AVX512).kc == 2048
+    tiny = Problem("backward_weight", 48, 48, 300)
+    model = space.analytical_config(tiny, target=AVX2)
+    assert space.workers_without_a_k_block(model, tiny) == 0
+
+
 def test_the_analytical_model_splits_k_where_the_tasks_cannot_feed_every_thread():
     """dweight of C = OC = 48 is one task: its threads split K. At 768 x 768 there are tasks for all."""
     assert space.analytical_config(Problem("backward_weight", 48, 48, 16384), target=AVX2).split_k
