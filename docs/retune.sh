@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Re-tune every shape this repository ships winners for, after a template change: the four block
 # matmuls of a GPT-2 small training step at B=4, T=1024 (qkv, attention projection, MLP up and
-# down), the seed article's headline shape, the two small shapes of `bench`, and the LM head
+# down), the seed article's headline shape, the two small shapes of `bench`, C = OC = 48 at
+# B=16, T=1024 (the sweep's narrowest layers, whose sizes sit too far from 4,64,48,48), and the LM head
 # (six trials: one call of it takes seconds, a trial about a minute). Winners go to tuned/ (or $AUTOTUNE_TUNED_DIR);
 # existing studies resume, stale records of this machine seed their sizes' new studies; after each
 # shape's two backward searches the whole backward is timed and decides what each half runs.
+# Extra arguments go to every search, e.g. --storage sqlite:////tmp/fresh.sqlite3 for fresh studies.
 #     bash docs/retune.sh            # one to two hours on 2 cores of an AMD Zen 1, about 80 minutes on a Zen 4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for shape in 4,1024,768,2304 4,1024,768,768 4,1024,768,3072 4,1024,3072,768; do
-    python -m autotune search --op all --shape "$shape" --trials 16
+    python -m autotune search --op all --shape "$shape" --trials 16 "$@"
 done
-python -m autotune search --op all --shape 64,1024,768,768 --trials 24
-for shape in 4,64,48,48 8,128,192,192; do
-    python -m autotune search --op all --shape "$shape" --trials 16
+python -m autotune search --op all --shape 64,1024,768,768 --trials 24 "$@"
+for shape in 4,64,48,48 8,128,192,192 16,1024,48,48; do
+    python -m autotune search --op all --shape "$shape" --trials 16 "$@"
 done
-python -m autotune search --op all --shape 4,1024,768,50304 --trials 6
+python -m autotune search --op all --shape 4,1024,768,50304 --trials 6 "$@"
 python -m autotune show
