@@ -4,13 +4,14 @@ The file is named by the hash of its source and the compile settings and is neve
 numba's cache=True keeps the machine code beside it, so a new process that loads the same
 source (a search resuming, the loader importing a winner) does not compile again.
 
-A module is compiled in a child process and then imported here from numba's cache, never compiled
-here: the code a process compiles for itself is not always the code its cache holds. A kernel's
-helpers (multiply_block, ...) are compiled once on their own and once more inside the entry
-function's module, and a process that compiled them calls the first copy, a process that loads
-the cache the second. With NR = 48 (three AVX-512 vectors) the first copy was vectorized four floats
-wide: 13.6 GF/s against 207.5 loaded from the cache (Zen 4, 4,1024,768,768 forward, 8 x 48). The
-search timed the first, users ran the second.
+A module is compiled in a child process and then imported here from numba's cache (compiled here
+only if the child fails, so that its error is raised here): the code a process compiles for itself
+is not always the code its cache holds. A kernel's helpers (multiply_block, ...) are compiled once
+on their own and once more inside the entry function's module, which the cache keeps; the process
+that compiled them evidently calls the first copy. With NR = 48 (three AVX-512 vectors) that copy
+is vectorized four floats wide: 13.0-13.6 GF/s against 201-212 loaded from the cache (Zen 4,
+4,1024,768,768 forward, 8 x 48; docs/compiled_here.py). The search timed the first, users ran
+the second.
 """
 import contextlib
 import hashlib

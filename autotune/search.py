@@ -102,8 +102,12 @@ def _vectors_by_fit(problem):
     four. At N = 48 on AVX-512 a three-vector block has no padding where two vectors pad a quarter."""
     lanes = machine.target().lanes
     preferred = (2, *(v for v in space.VECTORS_PER_NR if v != 2))
-    return sorted(preferred, key=lambda v: (-problem.N % (v * lanes) / (problem.N + -problem.N % (v * lanes)),
-                                           preferred.index(v)))
+
+    def padding(vectors):  # the share of the padded panels' columns past N
+        padded = -(-problem.N // (vectors * lanes)) * vectors * lanes
+        return (padded - problem.N) / padded
+
+    return sorted(preferred, key=lambda v: (padding(v), preferred.index(v)))
 
 
 def _nearest_of_other_kernels(entries, problem):
