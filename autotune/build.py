@@ -69,7 +69,8 @@ def build_kernel(kernel, config):
 
 def _compile_in_child(name, path, flags):
     """Have a child process compile `path` into numba's cache, unless one did for this numba and CPU
-    target; True if it compiled. If the child fails, the import here compiles and raises the error."""
+    target; True if it compiled anything (a cache written before the child existed is only loaded).
+    If the child fails, the import here compiles and raises the error."""
     marker = _compiled_marker(path)
     if marker.exists():
         return False
@@ -77,9 +78,10 @@ def _compile_in_child(name, path, flags):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     child = subprocess.run([sys.executable, "-m", "autotune.build", str(path), name, json.dumps(flags)],
                            env=env, capture_output=True, timeout=CHILD_COMPILE_LIMIT_S, check=False)
-    if child.returncode == 0:
-        write_atomic(marker, "")
-    return child.returncode == 0
+    if child.returncode != 0:
+        return False
+    write_atomic(marker, "")
+    return child.stdout.split()[-1:] == [b"compiled"]
 
 
 def _compiled_marker(path):
@@ -140,4 +142,4 @@ def write_atomic(path, text):
 if __name__ == "__main__":  # the child of _compile_in_child: python -m autotune.build PATH NAME FLAGS
     _path, _name, _flags = sys.argv[1:]
     with _numba_settings(json.loads(_flags)):
-        _import(_name, Path(_path))
+        print("compiled" if _compiled_any(_import(_name, Path(_path))) else "loaded")
