@@ -36,6 +36,7 @@ SAMPLERS = {
 TRIAL_TIME_LIMIT_S = 120.0  # build + verify + time one candidate; past it the candidate is killed
 MAX_ROUNDS = 6  # rounds of (anchor, candidate) for a leader; the racing rungs are at 2 and 6
 MAX_PROPOSALS_PER_TRIAL = 50  # bounds the proposals (rejected ones, about 20 ms each, included)
+SEEDS_AT_LEAST = 4  # seeded trials of a new study even when its budget is smaller than twice this
 FINALISTS = 3  # best configs timed again side by side with the stored winner and BLAS
 BLAS_FORMULATIONS = ("blas", "numpy")  # baselines the loader may run instead of a kernel that loses: the faster
 FINAL_BUDGET_S = 20.0  # of the final comparison's rounds (at least measure.FINAL_MIN_ROUNDS)
@@ -68,20 +69,24 @@ def _stop_if_interrupted(study, trial):
         study.stop()
 
 
-def warm_start(study, problem, directory, nearest=3):
-    """Seed a new study with what won before on this machine: the winner and finalists of this
-    size's own record (a new study of a tuned size means the templates or the search space changed
-    since), then those of the `nearest` other tuned sizes of the same kernel (by log-distance of
-    M, N, K), then the winners of the other kernels at the nearest llm.c shape, each moved to the
-    nearest valid choice; then the analytical model's configs for NR of one to four vectors, those
-    that pad N least first (two vectors first among equals), each with A packed and read in place;
-    and the first with one K block. Records from other machines say nothing about this one.
+def warm_start(study, problem, directory, budget, nearest=3):
+    """Seed a new study with what won before on this machine, at most half of its `budget` of
+    trials (and at least SEEDS_AT_LEAST) so that the sampler has the rest: first this size's own
+    winner (a new study of a tuned size means the templates or the search space changed since), the
+    winners of the other kernels at the nearest llm.c shape, and the first of these with the
+    register block of every other NR (the analytical model's MR for it), those that pad N least
+    first; then the winners of the `nearest` other tuned sizes of the same kernel (by log-distance of
+    M, N, K), the finalists of this size's record, the analytical model's configs for every NR
+    (A packed, then read in place), and the first of them with one K block. Each is moved to the
+    nearest valid choice. Records from other machines say nothing about this one.
 
     Why the other kernels: the three share the micro-kernel and the task loop, and what suits this
     CPU carries over. On a Zen 4 the forward's and the input gradient's winners (12 x 32, K blocks of
     768, A read in place) led where the weight gradient's 16 trials never went: its search stored a
     config at 66-71% of the FMA peak where such configs ran 78-84% (README, "How a search spends
-    its time")."""
+    its time"). Why every NR in the best layout: the model's own configs for three and four vectors
+    (K blocks of 64 for a 32 KiB L1) ran at 0.7x the winners' K blocks of 768 in every study of the
+    2026-11-30 re-tune, so they compared register blocks in a layout nobody would pick."""
     usable = [e for e in store.entries(directory) if e.status in ("ok", "stale")]
     earlier = sorted((e for e in usable if e.record.problem.kernel == problem.kernel),
                      key=lambda e: e.record.problem.distance(problem))
@@ -89,12 +94,23 @@ def warm_start(study, problem, directory, nearest=3):
     others = [e for e in earlier if e.record.problem != problem][:nearest]
     across = [e.record.config for e in _nearest_of_other_kernels(usable, problem)]
     model = [space.analytical_config(problem, vectors=v) for v in _vectors_by_fit(problem)]
+    known = [e.record.config for e in same] + across
+    blocks = [_with_block(known[0], m, problem) for m in model if m.nr != known[0].nr] if known else []
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False))]
-    seeds = [*(c for e in same + others for c in [e.record.config, *(f for f, _ in e.record.finalists)]),
-             *across, *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
-    for config in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds):
-        if space.invalid_reason(config, problem) is None:
-            study.enqueue_trial(config.params(), user_attrs={"seeded": True})
+    seeds = [*known, *blocks, *(e.record.config for e in others),
+             *(f for e in same for f, _ in e.record.finalists),
+             *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
+    valid = [c for c in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds)
+             if space.invalid_reason(c, problem) is None]
+    for config in valid[:max(SEEDS_AT_LEAST, budget // 2)]:
+        study.enqueue_trial(config.params(), user_attrs={"seeded": True})
+
+
+def _with_block(config, model, problem):
+    """`config`'s layout with `model`'s register block: tasks of about the same rows and columns."""
+    return space.nearest_choice(dataclasses.replace(
+        config, mr=model.mr, nr=model.nr, row_tiles=max(1, round(config.mr * config.row_tiles / model.mr)),
+        col_panels=max(1, round(config.nr * config.col_panels / model.nr))), problem)
 
 
 def _vectors_by_fit(problem):
@@ -236,7 +252,7 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
     directory = store.tuned_dir(directory)
     study = studies.open_study(problem, storage, SAMPLERS[sampler](problem), racing_pruner(), shape)
     if not study.trials:
-        warm_start(study, problem, directory)
+        warm_start(study, problem, directory, trials)
     remaining = trials - len(study.get_trials(deepcopy=False, states=COUNTED))
     if remaining > 0:  # rejected configs cost no compile and do not count; stop at `trials` evaluated ones
         earlier = {t.number for t in study.trials}

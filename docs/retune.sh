@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for shape in 4,1024,768,2304 4,1024,768,768 4,1024,768,3072 4,1024,3072,768; do
-    python -m autotune search --op all --shape "$shape" --trials 16 "$@"
+    python -m autotune search --op all --shape "$shape" --trials 20 "$@"
 done
 python -m autotune search --op all --shape 64,1024,768,768 --trials 24 "$@"
 for shape in 4,64,48,48 8,128,192,192 16,1024,48,48; do
