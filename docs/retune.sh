@@ -7,7 +7,7 @@
 # existing studies resume, stale records of this machine seed their sizes' new studies; after each
 # shape's two backward searches the whole backward is timed and decides what each half runs.
 # Extra arguments go to every search, e.g. --storage sqlite:////tmp/fresh.sqlite3 for fresh studies.
-#     bash docs/retune.sh            # one to two hours on 2 cores of an AMD Zen 1, about 80 minutes on a Zen 4
+#     bash docs/retune.sh            # one to two hours on 2 cores of an AMD Zen 1, 67 minutes on a Zen 4 (2026-11-30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for shape in 4,1024,768,2304 4,1024,768,768 4,1024,768,3072 4,1024,3072,768; do
