@@ -85,8 +85,9 @@ def warm_start(study, problem, directory, budget, nearest=3):
     768, A read in place) led where the weight gradient's 16 trials never went: its search stored a
     config at 66-71% of the FMA peak where such configs ran 78-84% (README, "How a search spends
     its time"). Why every NR in the best layout: the model's own configs for three and four vectors
-    (K blocks of 64 for a 32 KiB L1) ran at 0.7x the winners' K blocks of 768 in every study of the
-    2026-11-30 re-tune, so they compared register blocks in a layout nobody would pick."""
+    (K blocks of 64 or 128 for a 32 KiB L1) ran at 0.6-0.9x the speed of the winners (K blocks of
+    768) in the first studies of the 2026-11-30 re-tune: register blocks compared in a layout
+    nobody would pick."""
     usable = [e for e in store.entries(directory) if e.status in ("ok", "stale")]
     earlier = sorted((e for e in usable if e.record.problem.kernel == problem.kernel),
                      key=lambda e: e.record.problem.distance(problem))
