@@ -96,7 +96,7 @@ def warm_start(study, problem, directory, budget, nearest=3):
     across = [e.record.config for e in _nearest_of_other_kernels(usable, problem)]
     model = [space.analytical_config(problem, vectors=v) for v in _vectors_by_fit(problem)]
     known = [e.record.config for e in same] + across
-    blocks = [_with_block(known[0], m, problem) for m in model if m.nr != known[0].nr] if known else []
+    blocks = [_with_block(known[0], m) for m in model if m.nr != known[0].nr] if known else []
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False))]
     seeds = [*known, *blocks, *(e.record.config for e in others),
              *(f for e in same for f, _ in e.record.finalists),
@@ -107,11 +107,12 @@ def warm_start(study, problem, directory, budget, nearest=3):
         study.enqueue_trial(config.params(), user_attrs={"seeded": True})
 
 
-def _with_block(config, model, problem):
-    """`config`'s layout with `model`'s register block: tasks of about the same rows and columns."""
-    return space.nearest_choice(dataclasses.replace(
+def _with_block(config, model):
+    """`config`'s layout with `model`'s register block: tasks of about the same rows and columns (moved
+    to the problem's choices with the other seeds)."""
+    return dataclasses.replace(
         config, mr=model.mr, nr=model.nr, row_tiles=max(1, round(config.mr * config.row_tiles / model.mr)),
-        col_panels=max(1, round(config.nr * config.col_panels / model.nr))), problem)
+        col_panels=max(1, round(config.nr * config.col_panels / model.nr)))
 
 
 def _vectors_by_fit(problem):
