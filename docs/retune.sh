@@ -7,14 +7,14 @@
 # existing studies resume, stale records of this machine seed their sizes' new studies; after each
 # shape's two backward searches the whole backward is timed and decides what each half runs.
 # Extra arguments go to every search, e.g. --storage sqlite:////tmp/fresh.sqlite3 for fresh studies.
-# The GPT-2 backward searches take 60 trials: with 20, half of them seeds, studies on the Zen 4 kept
-# configs that 60-trial studies then beat by 1.04-1.09x side by side (README, Results).
-#     bash docs/retune.sh            # one to two hours on 2 cores of an AMD Zen 1, about two on a Zen 4
+# The GPT-2 searches take 60 trials: with 20, half of them seeds, studies on the Zen 4 kept configs
+# that 60-trial studies then beat by 1.04-1.09x side by side (README, Results).
+#     bash docs/retune.sh   # Zen 4: a GPT-2 size took 11-16 minutes for its backward at 60 trials and 5 for
+#                           # its forward (2026-11-30), so about 100 minutes in all; a Zen 1, longer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for shape in 4,1024,768,2304 4,1024,768,768 4,1024,768,3072 4,1024,3072,768; do
-    python -m autotune search --op forward --shape "$shape" --trials 20 "$@"
-    python -m autotune search --op backward --shape "$shape" --trials 60 "$@"
+    python -m autotune search --op all --shape "$shape" --trials 60 "$@"
 done
 python -m autotune search --op all --shape 64,1024,768,768 --trials 24 "$@"
 for shape in 4,64,48,48 8,128,192,192 16,1024,48,48; do
