@@ -24,7 +24,7 @@ os.environ.pop("OPENBLAS_CORETYPE", None)
 import numba
 
 from autotune import bench, load, machine, measure
-from autotune.ops import KERNELS, Problem, Shape
+from autotune.ops import KERNELS, OPS, Problem, Shape
 
 ROUNDS = 7
 
@@ -58,7 +58,7 @@ def sizes_to_scan(problem):
 
 def thread_scan(kernel, function, problems):
     """{(problem, threads): GF/s} of the same compiled kernel."""
-    contenders, flops = {}, {}
+    contenders = {}
     for problem in problems:
         arrays = kernel.inputs(problem)
         for threads in (1, machine.max_threads()):
@@ -66,9 +66,8 @@ def thread_scan(kernel, function, problems):
                 numba.set_num_threads(threads)
                 kernel.call(function, arrays)
             contenders[(problem, threads)] = run
-            flops[(problem, threads)] = problem.flops
     timings = measure.compare(contenders, rounds=ROUNDS, seed=0)
-    return {key: timing.gflops(flops[key]) for key, timing in timings.items()}
+    return {(problem, threads): timing.gflops(problem.flops) for (problem, threads), timing in timings.items()}
 
 
 def balance(shapes):
@@ -76,7 +75,7 @@ def balance(shapes):
     lines = []
     winners = load.winners()
     for shape in shapes:
-        for name in ("forward", "backward_input", "backward_weight"):
+        for name in OPS["all"]:
             problem = KERNELS[name].problem(shape)
             config = winners.choice(problem).config
             if config is None or config.threads == 1:
