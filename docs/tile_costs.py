@@ -21,8 +21,6 @@ import sys
 
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
-import numba
-
 from autotune import bench, load, machine, measure
 from autotune.ops import KERNELS, OPS, Problem, Shape
 
@@ -62,10 +60,7 @@ def thread_scan(kernel, function, problems):
     for problem in problems:
         arrays = kernel.inputs(problem)
         for threads in (1, machine.max_threads()):
-            def run(arrays=arrays, threads=threads):
-                numba.set_num_threads(threads)
-                kernel.call(function, arrays)
-            contenders[(problem, threads)] = run
+            contenders[(problem, threads)] = measure.on_threads(threads, lambda a=arrays: kernel.call(function, a))
     timings = measure.compare(contenders, rounds=ROUNDS, seed=0)
     return {(problem, threads): timing.gflops(problem.flops) for (problem, threads), timing in timings.items()}
 
