@@ -203,9 +203,11 @@ def print_outcomes(outcomes, directory):
         print(f"  {'stored' if o.stored else 'not stored'}: {o.decision}")
         for reason, count in o.record.trials["failures"]:
             print(f"  {count} trial(s) failed: {reason}")
+        if o.record.trials.get("disturbed"):
+            print(f"  {o.record.trials['disturbed']} trial(s) timed again: the anchor ran slow, something else was running")
     if outcomes:
         blas = outcomes[0].record.blas
-        print(f"\nMedians of interleaved rounds at the winner's thread count. x BLAS: paired speedup over BLAS "
+        print(f"\nMedians of interleaved rounds, each kernel on its own thread count, BLAS on {machine.max_threads()}. x BLAS: paired speedup over BLAS "
               f"with beta = 1 ({'; '.join(blas['libraries'])}; OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}); "
               f"x numpy: over numpy as a user writes it on 2-D arrays. Winners in {directory}; "
               f"`python -m autotune show` lists them.")

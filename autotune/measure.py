@@ -173,9 +173,15 @@ def blas_info():
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE") or "unset"}
 
 
-def side_by_side(kernel, problem, kernels, threads, budget_s, baselines=("blas", "numpy"), seed=1):
+def side_by_side(kernel, problem, kernels, budget_s, baselines=("blas", "numpy"), seed=1):
     """The final comparison of a search: {name: Timing} of the generated `kernels` ({name: (threads,
-    function)}) and of the kernel's `baselines` at `threads`, interleaved on one set of arrays.
+    function)}), each at its own thread count, and of the kernel's `baselines` on every core (what a
+    user's BLAS and the loaders' BLAS fallback run), interleaved on one set of arrays.
+
+    BLAS on every core, whatever the kernels' threads: it once ran at the best finalist's count, and
+    a study whose best trial was a 1-thread kernel timed BLAS on one thread beside 2-thread kernels
+    (8,128,192,192 forward, Zen 4: BLAS 0.75 ms a call against its usual 0.43, a 2-thread kernel
+    stored at "1.93x BLAS" that ran 1.02x it in every other measurement).
 
     A pause follows every contender, kernels too: numba's threads also spin after a parallel call,
     and a BLAS call started then is slowed. Pausing after BLAS only (as before) read the 4,1024,768,768
@@ -183,7 +189,7 @@ def side_by_side(kernel, problem, kernels, threads, budget_s, baselines=("blas",
     1.06-1.07x and 0.96-0.99x with a pause after every contender, as `bench` times them (two runs of
     docs/backward_halves.py)."""
     contenders = calls(kernel, kernel.inputs(problem, seed=seed), kernels, baselines)
-    with thread_count(threads):
+    with thread_count(machine.max_threads()):
         return compare(contenders, rounds=FINAL_MIN_ROUNDS, settle_after=tuple(contenders), budget_s=budget_s)
 
 

@@ -8,11 +8,15 @@ parent waits at most the trial's time limit; a child that dies or overruns is ki
 A candidate is timed in rounds interleaved with the anchor (a fixed config of the study), and
 its score is the median per-round ratio of its time to the anchor's: a slow drift of the machine
 slows both alike and cancels. After each round the parent says whether to go on (racing: a
-candidate far behind after two rounds is not timed further).
+candidate far behind after two rounds is not timed further). Each result also says how much
+slower than usual the anchor ran (anchor_slowdown): a load that takes one of the cores slows a
+parallel anchor far more than a 1-thread candidate, and the ratio then lies (search.Objective).
 """
+import math
 import multiprocessing
 import random
 import signal
+import statistics
 import threading
 
 import numpy as np
@@ -22,6 +26,7 @@ from autotune import build, measure, ops, render, space, verify
 # A forked child inherits the parent's numba/OpenMP threads in an unknown state: start fresh.
 CONTEXT = multiprocessing.get_context("spawn")
 STARTUP_LIMIT_S = 600.0  # building the float64 references of a large problem takes a while
+STARTUP_BURSTS = 3  # of the anchor, timed once the child is ready: its usual seconds per call
 WAITING = threading.Event()  # set while the parent waits on the child: a signal may interrupt it there
 
 
@@ -35,6 +40,7 @@ class Sandbox:
     def __init__(self, kernel, problem, anchor, time_limit_s):
         self.kernel, self.problem, self.anchor, self.time_limit_s = kernel, problem, anchor, time_limit_s
         self._process = self._connection = None
+        self.usual_anchor_s = math.inf  # the anchor's fastest median seconds per call: at start-up, then per trial
 
     def __enter__(self):
         return self
@@ -45,7 +51,9 @@ class Sandbox:
     def evaluate(self, source, config, keep_going):
         """Time `source` (rendered from `config`) against the anchor: a dict with `ratios` (candidate /
         anchor seconds per round), `seconds` (the candidate's, per round), `compile_s` and `compiled`;
-        or CandidateFailed. After each round keep_going(ratios so far) says whether to time another."""
+        and `anchor_slowdown` (the anchor's median seconds over its usual: near 1 unless something
+        else ran); or CandidateFailed. After each round keep_going(ratios so far) says whether to
+        time another."""
         if self._process is None:
             self._start()
         self._connection.send((source, config.params()))
@@ -55,6 +63,9 @@ class Sandbox:
             if status == "failed":
                 raise CandidateFailed(payload)
             if status == "done":
+                anchor_s = statistics.median(payload["anchor_seconds"])
+                payload["anchor_slowdown"] = anchor_s / self.usual_anchor_s
+                self.usual_anchor_s = min(self.usual_anchor_s, anchor_s)
                 return payload
             ratios.append(payload)
             self._connection.send(keep_going(ratios))
@@ -74,7 +85,8 @@ class Sandbox:
         self._process.start()
         child_end.close()
         self._connection = parent_end
-        self._receive(STARTUP_LIMIT_S, "start-up")
+        _, anchor_s = self._receive(STARTUP_LIMIT_S, "start-up")
+        self.usual_anchor_s = min(self.usual_anchor_s, anchor_s)
 
     def _receive(self, limit_s, what):
         WAITING.set()
@@ -118,7 +130,8 @@ def _serve(connection, kernel_name, problem, anchor_params):
     anchor = measure.on_threads(anchor_config.threads, lambda: kernel.call(anchor_fn, arrays))
     anchor()  # warm-up
     calls = max(1, int(measure.BURST_S / max(measure.seconds(anchor), 1e-7)))
-    connection.send(("ready", None))
+    usual = statistics.median(measure.seconds(anchor, calls) for _ in range(STARTUP_BURSTS))
+    connection.send(("ready", usual))
     while True:
         try:
             source, params = connection.recv()

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from autotune import measure
+from autotune import machine, measure
 
 
 def fake_rounds(speedup, noise, rounds=9, drift=0.3, seed=0):
@@ -54,6 +54,21 @@ def test_compare_interleaves_in_a_new_order_every_round():
     assert len(set(rounds)) > 1  # not the same order every round
 
 
+def test_the_final_comparison_times_blas_on_every_core_beside_a_one_thread_kernel(monkeypatch):
+    """BLAS once ran at the best finalist's thread count: beside a 1-thread finalist it was timed on
+    one core, and a 2-thread kernel was stored as 1.93x faster than it."""
+    import threadpoolctl
+
+    from autotune.ops import KERNELS, Problem
+
+    limits = []
+    monkeypatch.setattr(measure, "compare", lambda contenders, **options: limits.extend(
+        info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"))
+    measure.side_by_side(KERNELS["forward"], Problem("forward", 4, 3, 2), {"a kernel": (1, lambda *arrays: None)},
+                         budget_s=1.0)
+    assert limits and set(limits) == {machine.max_threads()}
+
+
 def test_the_final_comparison_pauses_after_every_contender_not_only_blas(monkeypatch):
     """numba's threads spin after a kernel too: a BLAS burst right after one ran 5-20% slow."""
     from autotune.ops import KERNELS, Problem
@@ -62,6 +77,5 @@ def test_the_final_comparison_pauses_after_every_contender_not_only_blas(monkeyp
     monkeypatch.setattr(measure, "compare", lambda contenders, **options: seen.update(
         names=set(contenders), settle_after=set(options["settle_after"])))
     kernel = KERNELS["forward"]
-    measure.side_by_side(kernel, Problem("forward", 4, 3, 2), {"a kernel": (1, lambda *arrays: None)},
-                         threads=1, budget_s=1.0)
+    measure.side_by_side(kernel, Problem("forward", 4, 3, 2), {"a kernel": (1, lambda *arrays: None)}, budget_s=1.0)
     assert seen["names"] == {"a kernel", "blas", "numpy"} and seen["settle_after"] == seen["names"]

@@ -11,7 +11,17 @@ import optuna
 import pytest
 from conftest import LANES, config, make_record
 
-from autotune import build, load, machine, measure, render, search, space, store
+from autotune import (
+    build,
+    load,
+    machine,
+    measure,
+    render,
+    sandbox,
+    search,
+    space,
+    store,
+)
 from autotune import study as studies
 from autotune.ops import KERNELS, Problem, Shape
 
@@ -284,3 +294,54 @@ def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_bla
     winners = load.Winners(directory)
     assert winners.choice(KERNELS["backward_weight"].problem(shape)).baseline == "blas"
     assert winners.choice(KERNELS["backward_input"].problem(shape)).config == serial
+
+
+class LoadedMachine:
+    """An evaluator whose anchor runs `slowdowns[i]` times its usual time in its i-th timing (the
+    last one after that): what a load on one of the cores does to a parallel anchor."""
+
+    def __init__(self, slowdowns, ratio=0.5):
+        self.slowdowns, self.ratio, self.timings = list(slowdowns), ratio, 0
+
+    def evaluate(self, source, config, keep_going):
+        slowdown = self.slowdowns[min(self.timings, len(self.slowdowns) - 1)]
+        self.timings += 1
+        ratios = [self.ratio / slowdown]
+        while keep_going(ratios):
+            ratios.append(self.ratio / slowdown)
+        return {"ratios": ratios, "seconds": [1e-3] * len(ratios), "compile_s": 0.0, "compiled": False,
+                "anchor_slowdown": slowdown}
+
+
+def _objective_trial(machine_load, monkeypatch):
+    monkeypatch.setattr(search, "DISTURBED_PAUSE_S", 0.0)
+    problem = KERNELS["forward"].problem(SHAPE)
+    study = optuna.create_study()
+    study.enqueue_trial(params(GOOD))
+    study.optimize(search.Objective(problem, machine_load), n_trials=1, catch=(Exception,))
+    return study.trials[0]
+
+
+def test_a_trial_whose_anchor_ran_slow_is_timed_again(monkeypatch):
+    """A 1-thread kernel once read 2.2x faster than the 2-thread anchor, twice its real speed, while
+    something else took a core: the anchor ran 2.5x its usual time."""
+    load = LoadedMachine([2.5, 1.0])
+    trial = _objective_trial(load, monkeypatch)
+    assert load.timings == 2 and trial.value == 0.5
+    assert "2.50x its usual time: timed again" in trial.user_attrs["disturbed"]
+
+
+def test_a_trial_disturbed_every_time_fails_without_blaming_its_config(monkeypatch):
+    load = LoadedMachine([2.5])
+    trial = _objective_trial(load, monkeypatch)
+    assert load.timings == search.DISTURBED_RETRIES + 1
+    assert trial.state == optuna.trial.TrialState.FAIL and "failure" not in trial.user_attrs
+    assert "not scored" in trial.user_attrs["disturbed"]
+
+
+def test_the_sandbox_reports_how_much_slower_than_usual_its_anchor_ran():
+    kernel = KERNELS["forward"]
+    problem = kernel.problem(SHAPE)
+    with sandbox.Sandbox(kernel, problem, space.analytical_config(problem), 60) as evaluator:
+        result = evaluator.evaluate(render.render(kernel, GOOD), GOOD, lambda ratios: len(ratios) < 3)
+        assert 0 < evaluator.usual_anchor_s < 1 and 0.2 < result["anchor_slowdown"] < 5
