@@ -22,6 +22,7 @@ class Config:
     threads: int  # numba threads at run time; 1 renders a kernel without a parallel region
     pack_a: bool = True  # each task copies its rows of A into panels first, or reads them in place
     split_k: bool = False  # backward_weight only: the threads split K (B*T) rather than the M x N tasks
+    pack_b: bool = True  # B copied into NR-wide panels per K block, or (backward_weight, N == NR) read in place
 
     def params(self):
         """The optuna parameters (every field)."""
@@ -34,7 +35,7 @@ class Config:
     def label(self):
         return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
                 f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place")
-                + (" split-K" if self.split_k else ""))
+                + (" split-K" if self.split_k else "") + ("" if self.pack_b else " B-in-place"))
 
     @classmethod
     def from_dict(cls, values):
@@ -44,6 +45,7 @@ class Config:
 VECTORS_PER_NR = (1, 2, 3, 4)  # NR is this many of the target's vectors
 SPLIT_K_KERNELS = ("backward_weight",)  # the templates that can split K between threads
 ROWS_IN_PLACE_KERNELS = ("forward", "backward_input")  # A read in place is MR rows, K floats apart
+B_IN_PLACE_KERNELS = ("backward_weight",)  # B (inp) is K-major rows: one panel's rows where N == NR
 
 
 def choices(problem=None, target=None):
@@ -60,6 +62,7 @@ def choices(problem=None, target=None):
         "threads": tuple(range(1, machine.max_threads() + 1)),
         "pack_a": (True, False),
         "split_k": (False, True),
+        "pack_b": (True, False),
     }
     if problem is not None:
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
@@ -70,6 +73,8 @@ def choices(problem=None, target=None):
                                                           for t in options[tile]))
         if problem.kernel not in SPLIT_K_KERNELS:
             options["split_k"] = (False,)
+        if problem.kernel not in B_IN_PLACE_KERNELS or problem.N not in options["nr"]:
+            options["pack_b"] = (True,)
     return options
 
 
@@ -132,6 +137,8 @@ def nearest_choice(config, problem, target=None):
         return min(options[name], key=lambda v: abs(math.log(v / value)))
 
     moved = Config.from_dict({name: nearest(name, value) for name, value in config.params().items()})
+    if b_in_place_misfits(moved, problem):  # another N: B's rows are no longer one panel's
+        moved = replace(moved, pack_b=True)
     for name in ("row_tiles", "col_panels"):
         while getattr(moved, name) > 1 and name in (invalid_reason(moved, problem, target) or ""):
             moved = replace(moved, **{name: getattr(moved, name) // 2})
@@ -162,6 +169,9 @@ def invalid_reason(config, problem, target=None):
         return f"split_k: the {problem.kernel} template does not split K"
     if config.split_k and config.threads == 1:
         return "split_k needs more than one thread"
+    misfit = b_in_place_misfits(config, problem)
+    if misfit:
+        return misfit
     idle = workers_without_a_k_block(config, problem)
     if idle:
         return (f"split_k: K = {problem.K} in blocks of kc = {config.kc} leaves {idle} of {config.threads} workers "
@@ -194,6 +204,18 @@ def rows_sharing_an_l1_set(config, problem):
     way_bytes = machine.cache_sizes()[1] // ways
     shared = -(-config.mr // (way_bytes // math.gcd(4 * problem.K, way_bytes)))
     return shared if shared > ways else 0
+
+
+def b_in_place_misfits(config, problem):
+    """Why B cannot be read in place for `problem`, or None: only inp's rows, and only where they are
+    whole panel rows (N == NR), are read in place."""
+    if config.pack_b:
+        return None
+    if problem.kernel not in B_IN_PLACE_KERNELS:
+        return f"pack_b: the {problem.kernel} template always packs B"
+    if problem.N != config.nr:
+        return f"B read in place needs N = NR (one panel across all of N): N = {problem.N}, nr = {config.nr}"
+    return None
 
 
 def workers_without_a_k_block(config, problem):

@@ -12,8 +12,10 @@ reported, never trusted.
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,7 +196,7 @@ def read(path):
         changed = sorted(k for k in here if record.fingerprint.get(k) != here[k])
         return Entry(path, "foreign", f"made on another machine, target or numba ({', '.join(changed)} differ)", record)
     try:
-        same = _renders_the_same(record)
+        same = _renders_the_same(record, source)
     except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as error:  # not a search's config
         return Entry(path, "corrupt", f"its config does not render ({type(error).__name__}: {error})", record)
     if not same:
@@ -202,12 +204,20 @@ def read(path):
     return Entry(path, "ok", "", record, source)
 
 
-def _renders_the_same(record):
-    """Whether today's templates render the record's config to the source it was tuned as. Stale is
-    a change to the code a record ran, not to the template files: a choice added for one kernel (off
-    in older configs) leaves the other kernels' records, and this one's, valid. (autotune/stack_arrays.py,
-    which every kernel imports, is not in the source: a change to it calls for a re-tune by hand.)"""
-    return source_digest(render.render(KERNELS[record.problem.kernel], record.config)) == record.source_sha256
+def _renders_the_same(record, source):
+    """Whether today's templates render the record's config to the code it was tuned as (its stored
+    `source`), comments aside. Stale is a change to the code a record ran, not to the template files
+    or the comments: a choice added for one kernel (off in older configs, where it renders no code)
+    leaves the other kernels' records, and this one's, valid; the header's parameter list, which
+    names the new choice, is a comment. (autotune/stack_arrays.py, which every kernel imports, is
+    not in the source: a change to it calls for a re-tune by hand.)"""
+    return _code_of(render.render(KERNELS[record.problem.kernel], record.config)) == _code_of(source)
+
+
+def _code_of(source):
+    """The Python tokens of `source` without its comments and blank lines."""
+    skipped = (tokenize.COMMENT, tokenize.NL)
+    return [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in skipped]
 
 
 def check_writable(directory):

@@ -15,9 +15,9 @@ from autotune.ops import KERNELS, Problem  # noqa: E402
 LANES = machine.target().lanes
 
 
-def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False):
+def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False, pack_b=True):
     """A Config whose NR is `vectors` of this target's vectors: the same sample on AVX2 and AVX-512."""
-    return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k)
+    return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k, pack_b)
 
 
 # A sample of the space that is valid on every target (at most 15 vector registers): register
@@ -35,6 +35,13 @@ SAMPLE_CONFIGS = [
 SPLIT_K_CONFIGS = [
     config(6, 2, 64, 2, 1, "panels-outer", 2, split_k=True),
     config(4, 1, 64, 1, 2, "rows-outer", 2, pack_a=False, split_k=True),
+]
+# backward_weight reads inp in place where its rows are whole panel rows (N = NR): split K and
+# split tasks, A packed and in place; tested at N = 2 vectors (B_IN_PLACE_SIZES).
+B_IN_PLACE_CONFIGS = [
+    config(4, 2, 64, 2, 1, "rows-outer", 2, pack_a=False, split_k=True, pack_b=False),
+    config(3, 2, 128, 1, 1, "panels-outer", 2, pack_b=False),
+    config(5, 2, 64, 2, 1, "rows-outer", 1, pack_a=False, pack_b=False),
 ]
 SAMPLE_CASES = ([(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
                 + [("backward_weight", c) for c in SPLIT_K_CONFIGS])
@@ -56,7 +63,8 @@ def make_record(seconds=1.0, vs_blas=1.0, problem=None, config=None, older_templ
     problem = problem or Problem("forward", 10, 20, 30)
     config = config or space.analytical_config(problem)
     kernel = KERNELS[problem.kernel]
-    source = render.render(kernel, config) + ("# a line an older template rendered\n" if older_template else "")
+    source = render.render(kernel, config) + ("OLDER_TEMPLATE = True  # code an older template rendered\n"
+                                              if older_template else "")
     fields = dict(
         problem=problem, shape="B=1,T=10,C=30,OC=20", config=config, use="kernel", seconds=seconds,
         spread=(seconds, seconds), rounds=7, baselines={"numpy": 1.0, "blas": 1.0},

@@ -5,7 +5,7 @@ import pytest
 
 from autotune import verify
 from autotune.ops import KERNELS, Problem
-from conftest import SAMPLE_CASES, SAMPLE_CONFIGS, SPLIT_K_CONFIGS, kernel_function
+from conftest import B_IN_PLACE_CONFIGS, LANES, SAMPLE_CASES, SAMPLE_CONFIGS, SPLIT_K_CONFIGS, kernel_function
 
 # (M, N, K) in each kernel's own terms: ones, primes, odd sizes, K across several blocks.
 SIZES = [(1, 1, 1), (1, 17, 3), (13, 1, 130), (37, 83, 300), (97, 61, 257), (64, 96, 64)]
@@ -45,6 +45,30 @@ def test_backward_accumulates_instead_of_overwriting(name, config):
     kernel.call(fn, arrays)
     for name in kernel.outputs:
         np.testing.assert_array_equal(arrays[name], start[name] + 2 * (expected[name] - start[name]), err_msg=name)
+
+
+@pytest.mark.parametrize("config", B_IN_PLACE_CONFIGS, ids=[c.label().replace(" ", "_") for c in B_IN_PLACE_CONFIGS])
+def test_weight_kernels_reading_inp_in_place_match_the_reference_and_accumulate(config):
+    """N = NR (inp's rows are whole panel rows) with M and K that divide nothing, dbias present and
+    empty; a second call adds the same update again; another N raises instead of reading past inp."""
+    kernel = KERNELS["backward_weight"]
+    fn = kernel_function(kernel, config)
+    numba.set_num_threads(config.threads)
+    for M, K in [(1, 1), (13, 130), (37, 300), (97, 257)]:
+        problem = Problem(kernel.name, M, config.nr, K)
+        for exact in (True, False):
+            for without in ((), verify.optional_arrays(kernel)):
+                reference = verify.Reference(kernel, problem, seed=M + K, exact=exact, without=without)
+                assert reference.check(fn) is None, (problem, exact, without)
+    arrays = verify.integer_inputs(kernel, Problem(kernel.name, 29, config.nr, 33), seed=3)
+    start = {name: arrays[name].astype(np.float64) for name in kernel.outputs}
+    expected = {name: e for name, (e, _) in kernel.reference(arrays).items()}
+    kernel.call(fn, arrays)
+    kernel.call(fn, arrays)
+    for name in kernel.outputs:
+        np.testing.assert_array_equal(arrays[name], start[name] + 2 * (expected[name] - start[name]), err_msg=name)
+    with pytest.raises(ValueError):
+        kernel.call(fn, verify.integer_inputs(kernel, Problem(kernel.name, 5, config.nr - LANES, 7), seed=1))
 
 
 def test_the_float_tolerance_holds_for_long_sums_and_the_exact_pass_at_large_k():

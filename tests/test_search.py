@@ -221,6 +221,16 @@ def test_a_new_study_is_seeded_with_the_model_for_each_nr_with_a_packed_and_in_p
     assert all(b == dataclasses.replace(a, pack_a=False) and a.pack_a for a, b in zip(model[::2], model[1::2]))
 
 
+def test_a_weight_gradient_whose_n_is_one_panel_is_seeded_with_b_read_in_place(tmp_path):
+    problem = Problem("backward_weight", 48, 2 * LANES, 4096)  # N is two vectors: the model's NR
+    study = optuna.create_study()
+    search.warm_start(study, problem, tmp_path, budget=10)
+    seeded = []
+    study.optimize(lambda trial: seeded.append(search.suggest(trial, problem)) or 0.0, n_trials=len(study.trials))
+    assert seeded[0].nr == problem.N and seeded[0].pack_b
+    assert seeded[1:3] == [dataclasses.replace(seeded[0], pack_a=False), dataclasses.replace(seeded[0], pack_b=False)]
+
+
 def test_seeds_take_half_the_budget_and_try_every_nr_in_the_stored_winners_layout(tmp_path):
     """The sampler gets at least half of a new study's trials; within the seeds, the stored winner is
     tried with the model's block for every other NR, in its own K blocks, order and A layout."""

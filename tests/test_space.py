@@ -1,4 +1,6 @@
 """The search space and its validity rules, for this target and for targets described on paper."""
+import dataclasses
+
 import pytest
 
 from autotune import machine, space
@@ -119,6 +121,22 @@ def test_a_split_k_config_gives_every_worker_a_k_block():
     tiny = Problem("backward_weight", 48, 48, 300)
     model = space.analytical_config(tiny, target=AVX2)
     assert space.workers_without_a_k_block(model, tiny) == 0
+
+
+def test_only_the_weight_gradient_reads_b_in_place_and_only_where_n_is_one_panel():
+    """inp's rows are a panel's rows only where N = NR: elsewhere, and for the other kernels (whose B
+    is weight, transposed or not), B is packed; a winner moved to another N packs B again."""
+    c48, c768 = Problem("backward_weight", 48, 48, 16384), Problem("backward_weight", 768, 768, 4096)
+    assert space.choices(c48, AVX512)["pack_b"] == (True, False)
+    assert space.choices(c768, AVX512)["pack_b"] == (True,)
+    assert space.choices(Problem("backward_input", 16384, 48, 48), AVX512)["pack_b"] == (True,)
+    winner = space.Config(6, 48, 4096, 8, 1, "rows-outer", 2, pack_a=False, split_k=True, pack_b=False)
+    assert space.invalid_reason(winner, c48, AVX512) is None
+    assert "needs N = NR" in space.invalid_reason(winner, Problem("backward_weight", 48, 32, 16384), AVX512)
+    assert "always packs B" in space.invalid_reason(dataclasses.replace(winner, split_k=False),
+                                                    Problem("forward", 16384, 48, 48), AVX512)
+    assert space.nearest_choice(winner, Problem("backward_weight", 48, 48, 4096), AVX512).pack_b is False
+    assert space.nearest_choice(winner, Problem("backward_weight", 64, 64, 4096), AVX512).pack_b is True
 
 
 def test_the_analytical_model_splits_k_where_the_tasks_cannot_feed_every_thread():

@@ -65,6 +65,17 @@ def test_a_record_is_stale_when_todays_templates_render_its_config_to_other_code
     assert [e.status for e in store.entries(tmp_path)] == ["stale", "ok"]
 
 
+def test_a_record_whose_source_differs_only_in_comments_is_not_stale(tmp_path):
+    """A choice added to the templates is named in every kernel's parameter comment; older configs,
+    where it renders no code, keep their records (the Zen 1 records when pack_b was added)."""
+    record, source = make_record()
+    edited = source.replace("# Parameters: ", "# Parameters (as an older template listed them): ", 1)
+    assert edited != source
+    store.save(dataclasses.replace(record, source_sha256=store.source_digest(edited)), edited, tmp_path)
+    [entry] = store.entries(tmp_path)
+    assert entry.status == "ok"
+
+
 def test_an_unwritable_folder_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match="--tuned-dir"):
