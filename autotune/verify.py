@@ -65,9 +65,10 @@ class Reference:
 
 
 def edge_problem(kernel, config):
-    """A size where every tile loop ends on a partial tile and K spans two blocks."""
-    return Problem(kernel.name, M=config.mr * config.row_tiles + 3, N=config.nr * config.col_panels + 5,
-                   K=config.kc + 3)
+    """A size where every tile loop ends on a partial tile and K spans two blocks; N = NR where B is
+    read in place, which only that N allows."""
+    return Problem(kernel.name, M=config.mr * config.row_tiles + 3,
+                   N=config.nr * config.col_panels + 5 if config.pack_b else config.nr, K=config.kc + 3)
 
 
 def optional_arrays(kernel):

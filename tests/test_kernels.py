@@ -69,6 +69,7 @@ def test_weight_kernels_reading_inp_in_place_match_the_reference_and_accumulate(
         np.testing.assert_array_equal(arrays[name], start[name] + 2 * (expected[name] - start[name]), err_msg=name)
     with pytest.raises(ValueError):
         kernel.call(fn, verify.integer_inputs(kernel, Problem(kernel.name, 5, config.nr - LANES, 7), seed=1))
+    assert verify.Verifier(kernel, Problem(kernel.name, 5, config.nr, 3)).check(fn, config) is None  # the search's checks
 
 
 def test_the_float_tolerance_holds_for_long_sums_and_the_exact_pass_at_large_k():

@@ -231,6 +231,18 @@ def test_a_weight_gradient_whose_n_is_one_panel_is_seeded_with_b_read_in_place(t
     assert seeded[1:3] == [dataclasses.replace(seeded[0], pack_a=False), dataclasses.replace(seeded[0], pack_b=False)]
 
 
+def test_a_weight_kernel_reading_inp_in_place_passes_the_searchs_checks(tmp_path):
+    """The search verifies at an edge size too: there N must stay NR, or B read in place raises."""
+    kernel = KERNELS["backward_weight"]
+    shape = Shape(B=1, T=37, C=2 * LANES, OC=5)
+    in_place = config(4, 2, 64, 1, 1, "rows-outer", 1, pack_a=False, pack_b=False)
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    studies.open_study(kernel.problem(shape), storage).enqueue_trial(params(in_place))
+    search.search(kernel, shape, trials=1, storage=storage, directory=tmp_path / "tuned", progress=False)
+    [trial] = [t for t in studies.open_study(kernel.problem(shape), storage).trials if t.state.is_finished()]
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("failure")
+
+
 def test_seeds_take_half_the_budget_and_try_every_nr_in_the_stored_winners_layout(tmp_path):
     """The sampler gets at least half of a new study's trials; within the seeds, the stored winner is
     tried with the model's block for every other NR, in its own K blocks, order and A layout."""
