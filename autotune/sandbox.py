@@ -14,6 +14,7 @@ parallel anchor far more than a 1-thread candidate, and the ratio then lies (sea
 """
 import math
 import multiprocessing
+import os
 import random
 import signal
 import statistics
@@ -72,7 +73,11 @@ class Sandbox:
 
     def close(self):
         if self._process is not None:
-            self._process.kill()
+            try:  # its whole process group: a compile it started (autotune.build) must not outlive it
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._process.kill()  # in case it died before it made its own group
             self._process.join()
             self._connection.close()
         self._process = self._connection = None
@@ -121,6 +126,7 @@ def _describe_exit(code):
 def _serve(connection, kernel_name, problem, anchor_params):
     """The child: answer one (source, config params) at a time until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
+    os.setpgrp()  # a group of its own, killed whole (close): a hung compile would go on using a core
     kernel = ops.KERNELS[kernel_name]
     verifier = verify.Verifier(kernel, problem)
     measure.settle()  # the references were BLAS calls

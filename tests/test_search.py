@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -74,6 +75,7 @@ def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabo
     assert any("the evaluating process died (killed by SIGSEGV)" in f for f in failures), failures
     assert any("killed: no result within the trial time limit (20 s)" in f for f in failures), failures
     assert outcome.record.config == GOOD and outcome.stored
+    assert not _compiles_running_here(), "the hanging candidate's compile outlived its killed sandbox"
     assert outcome.record.trials["failed"] == 4 and outcome.record.trials["complete"] == 1
     assert outcome.record.baselines["blas"] > 0 and outcome.record.baselines["numpy"] > 0
 
@@ -83,6 +85,20 @@ def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabo
 
     [entry] = store.entries(tmp_path / "tuned")
     assert entry.status == "ok"
+
+
+def _compiles_running_here():
+    """Command lines of live `autotune.build` processes compiling into this test process's cache."""
+    cache = os.environ["AUTOTUNE_CACHE_DIR"]
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        if b"autotune.build" in args and any(cache.encode() in a for a in args):
+            found.append(b" ".join(args).decode(errors="replace"))
+    return found
 
 
 def test_every_candidate_is_timed_against_the_studys_anchor(tmp_path):
