@@ -77,11 +77,12 @@ def warm_start(study, problem, directory, budget, nearest=3):
     trials (and at least SEEDS_AT_LEAST) so that the sampler has the rest: first this size's own
     winner (a new study of a tuned size means the templates or the search space changed since), the
     winners of the other kernels at the nearest llm.c shape, the first of these with B read in place
-    (where it can be: N = NR), and the first of these with the register block of every other NR (the analytical model's MR for it), those that pad N least
-    first; then the winners of the `nearest` other tuned sizes of the same kernel (by log-distance of
-    M, N, K), the finalists of this size's record, the analytical model's configs for every NR
-    (A packed, A read in place, B read in place), and the first of them with one K block. Each is moved to the
-    nearest valid choice. Records from other machines say nothing about this one.
+    (where it can be: N = NR), and the first of these with the register block of every other NR
+    (the analytical model's MR for it), those that pad N least first; then the winners of the
+    `nearest` other tuned sizes of the same kernel (by log-distance of M, N, K), the finalists of
+    this size's record, the analytical model's configs for every NR (A packed, A read in place, B
+    read in place), and the first of them with one K block. Each is moved to the nearest valid
+    choice. Records from other machines say nothing about this one.
 
     Why the other kernels: the three share the micro-kernel and the task loop, and what suits this
     CPU carries over. On a Zen 4 the forward's and the input gradient's winners (12 x 32, K blocks of

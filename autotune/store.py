@@ -197,8 +197,10 @@ def read(path):
         return Entry(path, "foreign", f"made on another machine, target or numba ({', '.join(changed)} differ)", record)
     try:
         same = _renders_the_same(record, source)
-    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as error:  # not a search's config
-        return Entry(path, "corrupt", f"its config does not render ({type(error).__name__}: {error})", record)
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,  # not a search's config
+            SyntaxError, tokenize.TokenError) as error:  # or not Python
+        return Entry(path, "corrupt", f"its config does not render or its source does not parse "
+                                      f"({type(error).__name__}: {error})", record)
     if not same:
         return Entry(path, "stale", "the templates render its config to other code since it was tuned", record)
     return Entry(path, "ok", "", record, source)

@@ -76,6 +76,14 @@ def test_a_record_whose_source_differs_only_in_comments_is_not_stale(tmp_path):
     assert entry.status == "ok"
 
 
+def test_a_record_whose_source_is_not_python_is_corrupt_not_a_crash(tmp_path):
+    record, _ = make_record()
+    broken = 'def matmul_forward(:\n    """never closed\n'
+    store.save(dataclasses.replace(record, source_sha256=store.source_digest(broken)), broken, tmp_path)
+    [entry] = store.entries(tmp_path)
+    assert entry.status == "corrupt" and "does not parse" in entry.reason
+
+
 def test_an_unwritable_folder_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match="--tuned-dir"):
