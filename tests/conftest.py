@@ -1,8 +1,11 @@
 """Every test run builds kernels and stores winners in temporary folders, never in the repo's tuned/."""
+import atexit
 import os
+import shutil
 import tempfile
 
 _session = tempfile.mkdtemp(prefix="autotune-tests-")
+atexit.register(shutil.rmtree, _session, ignore_errors=True)  # its numba cache is about 24 MB a run
 os.environ["AUTOTUNE_CACHE_DIR"] = os.path.join(_session, "cache")
 os.environ["AUTOTUNE_TUNED_DIR"] = os.path.join(_session, "tuned")
 
