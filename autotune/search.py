@@ -77,12 +77,13 @@ def warm_start(study, problem, directory, budget, nearest=3):
     trials (and at least SEEDS_AT_LEAST) so that the sampler has the rest: first this size's own
     winner (a new study of a tuned size means the templates or the search space changed since), the
     winners of the other kernels at the nearest llm.c shape, the first of these with B read in place
-    (where it can be: N = NR), and the first of these with the register block of every other NR
-    (the analytical model's MR for it), those that pad N least first; then the winners of the
-    `nearest` other tuned sizes of the same kernel (by log-distance of M, N, K), the finalists of
-    this size's record, the analytical model's configs for every NR (A packed, A read in place, B
-    read in place), and the first of them with one K block. Each is moved to the nearest valid
-    choice. Records from other machines say nothing about this one.
+    (where it can be: N = NR), in the forward all of these starting their tiles from a bias slice,
+    the first of these with the register block of every other NR (the analytical model's MR for
+    it), those that pad N least first, and in the forward these blocks from a bias slice; then the
+    winners of the `nearest` other tuned sizes of the same kernel (by log-distance of M, N, K), the
+    finalists of this size's record, the analytical model's configs for every NR (A packed, A read
+    in place, B read in place), and the first of them with one K block. Each is moved to the
+    nearest valid choice. Records from other machines say nothing about this one.
 
     Why the other kernels: the three share the micro-kernel and the task loop, and what suits this
     CPU carries over. On a Zen 4 the forward's and the input gradient's winners (12 x 32, K blocks of
@@ -102,9 +103,10 @@ def warm_start(study, problem, directory, budget, nearest=3):
     known = [e.record.config for e in same] + across
     in_place = [dataclasses.replace(c, pack_b=False) for c in known[:1]]  # dropped where N is not NR
     blocks = [_with_block(known[0], m) for m in model if m.nr != known[0].nr] if known else []
+    sliced = [dataclasses.replace(c, bias_slice=True) for c in known + blocks]  # dropped but in the forward
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False),
                                                    dataclasses.replace(packed, pack_b=False))]
-    seeds = [*known, *in_place, *blocks, *(e.record.config for e in others),
+    seeds = [*known, *in_place, *sliced[:len(known)], *blocks, *sliced[len(known):], *(e.record.config for e in others),
              *(f for e in same for f, _ in e.record.finalists),
              *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
     valid = [c for c in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds)

@@ -23,6 +23,7 @@ class Config:
     pack_a: bool = True  # each task copies its rows of A into panels first, or reads them in place
     split_k: bool = False  # backward_weight only: the threads split K (B*T) rather than the M x N tasks
     pack_b: bool = True  # B copied into NR-wide panels per K block, or (backward_weight, N == NR) read in place
+    bias_slice: bool = False  # forward only: a tile starts from a slice of NR bias values, or indexes bias[j0 + j]
 
     def params(self):
         """The optuna parameters (every field)."""
@@ -35,7 +36,8 @@ class Config:
     def label(self):
         return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
                 f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place")
-                + (" split-K" if self.split_k else "") + ("" if self.pack_b else " B-in-place"))
+                + (" split-K" if self.split_k else "") + ("" if self.pack_b else " B-in-place")
+                + (" bias-slice" if self.bias_slice else ""))
 
     @classmethod
     def from_dict(cls, values):
@@ -46,6 +48,7 @@ VECTORS_PER_NR = (1, 2, 3, 4)  # NR is this many of the target's vectors
 SPLIT_K_KERNELS = ("backward_weight",)  # the templates that can split K between threads
 ROWS_IN_PLACE_KERNELS = ("forward", "backward_input")  # A read in place is MR rows, K floats apart
 B_IN_PLACE_KERNELS = ("backward_weight",)  # B (inp) is K-major rows: one panel's rows where N == NR
+BIAS_KERNELS = ("forward",)  # the templates whose tiles start from a bias
 
 
 def choices(problem=None, target=None):
@@ -63,6 +66,7 @@ def choices(problem=None, target=None):
         "pack_a": (True, False),
         "split_k": (False, True),
         "pack_b": (True, False),
+        "bias_slice": (False, True),
     }
     if problem is not None:
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
@@ -75,6 +79,8 @@ def choices(problem=None, target=None):
             options["split_k"] = (False,)
         if problem.kernel not in B_IN_PLACE_KERNELS or problem.N not in options["nr"]:
             options["pack_b"] = (True,)
+        if problem.kernel not in BIAS_KERNELS:
+            options["bias_slice"] = (False,)
     return options
 
 
@@ -169,6 +175,8 @@ def invalid_reason(config, problem, target=None):
         return f"split_k: the {problem.kernel} template does not split K"
     if config.split_k and config.threads == 1:
         return "split_k needs more than one thread"
+    if config.bias_slice and problem.kernel not in BIAS_KERNELS:
+        return f"bias_slice: the {problem.kernel} template has no bias"
     misfit = b_in_place_misfits(config, problem)
     if misfit:
         return misfit

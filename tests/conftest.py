@@ -18,9 +18,11 @@ from autotune.ops import KERNELS, Problem  # noqa: E402
 LANES = machine.target().lanes
 
 
-def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False, pack_b=True):
+def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False, pack_b=True,
+           bias_slice=False):
     """A Config whose NR is `vectors` of this target's vectors: the same sample on AVX2 and AVX-512."""
-    return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k, pack_b)
+    return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k, pack_b,
+                        bias_slice)
 
 
 # A sample of the space that is valid on every target (at most 15 vector registers): register
@@ -46,8 +48,13 @@ B_IN_PLACE_CONFIGS = [
     config(3, 2, 128, 1, 1, "panels-outer", 2, pack_b=False),
     config(5, 2, 64, 2, 1, "rows-outer", 1, pack_a=False, pack_b=False),
 ]
+# The forward's tiles may start from a slice of the bias: A packed and in place, one thread and two.
+BIAS_SLICE_CONFIGS = [
+    config(6, 2, 64, 2, 1, "rows-outer", 2, pack_a=False, bias_slice=True),
+    config(3, 3, 128, 1, 2, "panels-outer", 1, bias_slice=True),
+]
 SAMPLE_CASES = ([(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
-                + [("backward_weight", c) for c in SPLIT_K_CONFIGS])
+                + [("backward_weight", c) for c in SPLIT_K_CONFIGS] + [("forward", c) for c in BIAS_SLICE_CONFIGS])
 
 
 def kernel_function(kernel, config):

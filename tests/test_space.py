@@ -139,6 +139,19 @@ def test_only_the_weight_gradient_reads_b_in_place_and_only_where_n_is_one_panel
     assert space.nearest_choice(winner, Problem("backward_weight", 64, 64, 4096), AVX512).pack_b is True
 
 
+def test_only_the_forward_may_start_its_tiles_from_a_bias_slice():
+    """The backward kernels have no bias: the choice is the forward's, and a forward winner moved to
+    another kernel (a seed of its study) starts from the old tile start."""
+    forward, weight = Problem("forward", 4096, 768, 768), Problem("backward_weight", 768, 768, 4096)
+    assert space.choices(forward, AVX512)["bias_slice"] == (False, True)
+    assert space.choices(weight, AVX512)["bias_slice"] == (False,)
+    sliced = space.Config(8, 32, 768, 2, 2, "rows-outer", 2, pack_a=False, bias_slice=True)
+    assert space.invalid_reason(sliced, forward, AVX512) is None
+    assert "has no bias" in space.invalid_reason(sliced, weight, AVX512)
+    assert space.nearest_choice(sliced, weight, AVX512).bias_slice is False
+    assert "bias-slice" in sliced.label()
+
+
 def test_the_analytical_model_splits_k_where_the_tasks_cannot_feed_every_thread():
     """dweight of C = OC = 48 is one task: its threads split K. At 768 x 768 there are tasks for all."""
     assert space.analytical_config(Problem("backward_weight", 48, 48, 16384), target=AVX2).split_k
