@@ -13,8 +13,8 @@ import sys
 
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
-from autotune import build, load, machine, measure, space, verify  # noqa: E402
-from autotune.ops import KERNELS, Problem  # noqa: E402
+from autotune import build, load, machine, measure, space, verify
+from autotune.ops import KERNELS, Problem
 
 KERNEL = KERNELS["forward"]
 
