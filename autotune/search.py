@@ -103,16 +103,21 @@ def warm_start(study, problem, directory, budget, nearest=3):
     known = [e.record.config for e in same] + across
     in_place = [dataclasses.replace(c, pack_b=False) for c in known[:1]]  # dropped where N is not NR
     blocks = [_with_block(known[0], m) for m in model if m.nr != known[0].nr] if known else []
-    sliced = [dataclasses.replace(c, bias_slice=True) for c in known + blocks]  # dropped but in the forward
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False),
                                                    dataclasses.replace(packed, pack_b=False))]
-    seeds = [*known, *in_place, *sliced[:len(known)], *blocks, *sliced[len(known):], *(e.record.config for e in others),
+    seeds = [*known, *in_place, *_from_bias_slice(known), *blocks, *_from_bias_slice(blocks),
+             *(e.record.config for e in others),
              *(f for e in same for f, _ in e.record.finalists),
              *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block
     valid = [c for c in dict.fromkeys(space.nearest_choice(c, problem) for c in seeds)
              if space.invalid_reason(c, problem) is None]
     for config in valid[:max(SEEDS_AT_LEAST, budget // 2)]:
         study.enqueue_trial(config.params(), user_attrs={"seeded": True})
+
+
+def _from_bias_slice(configs):
+    """`configs` with their tiles starting from a bias slice: dropped (moved back) but in the forward."""
+    return [dataclasses.replace(c, bias_slice=True) for c in configs]
 
 
 def _with_block(config, model):
