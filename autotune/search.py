@@ -101,7 +101,7 @@ def warm_start(study, problem, directory, budget, nearest=3):
     across = [e.record.config for e in _nearest_of_other_kernels(usable, problem)]
     model = [space.analytical_config(problem, vectors=v) for v in _vectors_by_fit(problem)]
     known = [e.record.config for e in same] + across
-    in_place = [dataclasses.replace(c, pack_b=False) for c in known[:1]]  # dropped where N is not NR
+    in_place = [dataclasses.replace(c, pack_b=False) for c in known[:1]]  # dropped where NR does not divide N
     blocks = [_with_block(known[0], m) for m in model if m.nr != known[0].nr] if known else []
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False),
                                                    dataclasses.replace(packed, pack_b=False))]

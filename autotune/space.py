@@ -47,7 +47,7 @@ class Config:
 VECTORS_PER_NR = (1, 2, 3, 4)  # NR is this many of the target's vectors
 SPLIT_K_KERNELS = ("backward_weight",)  # the templates that can split K between threads
 ROWS_IN_PLACE_KERNELS = ("forward", "backward_input")  # A read in place is MR rows, K floats apart
-B_IN_PLACE_KERNELS = ("backward_weight",)  # B (inp) is K-major rows: one panel's rows where N == NR
+B_IN_PLACE_KERNELS = ("backward_weight",)  # B (inp) is K-major rows: N / NR panel rows each where NR divides N
 BIAS_KERNELS = ("forward",)  # the templates whose tiles start from a bias
 
 
@@ -77,7 +77,7 @@ def choices(problem=None, target=None):
                                                           for t in options[tile]))
         if problem.kernel not in SPLIT_K_KERNELS:
             options["split_k"] = (False,)
-        if problem.kernel not in B_IN_PLACE_KERNELS or problem.N not in options["nr"]:
+        if problem.kernel not in B_IN_PLACE_KERNELS or all(problem.N % nr for nr in options["nr"]):
             options["pack_b"] = (True,)
         if problem.kernel not in BIAS_KERNELS:
             options["bias_slice"] = (False,)
@@ -143,7 +143,7 @@ def nearest_choice(config, problem, target=None):
         return min(options[name], key=lambda v: abs(math.log(v / value)))
 
     moved = Config.from_dict({name: nearest(name, value) for name, value in config.params().items()})
-    if b_in_place_misfits(moved, problem):  # another N: B's rows are no longer one panel's
+    if b_in_place_misfits(moved, problem):  # another N: B's rows are no longer whole panels
         moved = replace(moved, pack_b=True)
     for name in ("row_tiles", "col_panels"):
         while getattr(moved, name) > 1 and name in (invalid_reason(moved, problem, target) or ""):
@@ -215,14 +215,14 @@ def rows_sharing_an_l1_set(config, problem):
 
 
 def b_in_place_misfits(config, problem):
-    """Why B cannot be read in place for `problem`, or None: only inp's rows, and only where they are
-    whole panel rows (N == NR), are read in place."""
+    """Why B cannot be read in place for `problem`, or None: only inp's rows, and only where each is
+    whole panel rows (NR divides N), are read in place."""
     if config.pack_b:
         return None
     if problem.kernel not in B_IN_PLACE_KERNELS:
         return f"pack_b: the {problem.kernel} template always packs B"
-    if problem.N != config.nr:
-        return f"B read in place needs N = NR (one panel across all of N): N = {problem.N}, nr = {config.nr}"
+    if problem.N % config.nr:
+        return f"B read in place needs N a multiple of NR (whole panels across N): N = {problem.N}, nr = {config.nr}"
     return None
 
 

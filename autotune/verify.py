@@ -65,10 +65,11 @@ class Reference:
 
 
 def edge_problem(kernel, config):
-    """A size where every tile loop ends on a partial tile and K spans two blocks; N = NR where B is
-    read in place, which only that N allows."""
+    """A size where every tile loop ends on a partial tile and K spans two blocks; where B is read in
+    place N must be a multiple of NR, so there only the tasks across N end on a partial one."""
     return Problem(kernel.name, M=config.mr * config.row_tiles + 3,
-                   N=config.nr * config.col_panels + 5 if config.pack_b else config.nr, K=config.kc + 3)
+                   N=config.nr * config.col_panels + 5 if config.pack_b else config.nr * (config.col_panels + 1),
+                   K=config.kc + 3)
 
 
 def optional_arrays(kernel):

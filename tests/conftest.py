@@ -41,8 +41,8 @@ SPLIT_K_CONFIGS = [
     config(6, 2, 64, 2, 1, "panels-outer", 2, split_k=True),
     config(4, 1, 64, 1, 2, "rows-outer", 2, pack_a=False, split_k=True),
 ]
-# backward_weight reads inp in place where its rows are whole panel rows (N = NR): split K and
-# split tasks, A packed and in place; tested at N = 2 vectors (B_IN_PLACE_SIZES).
+# backward_weight reads inp in place where its rows are whole panel rows (NR divides N): split K
+# and split tasks, A packed and in place; tested at N = NR and at N = 3 NR.
 B_IN_PLACE_CONFIGS = [
     config(4, 2, 64, 2, 1, "rows-outer", 2, pack_a=False, split_k=True, pack_b=False),
     config(3, 2, 128, 1, 1, "panels-outer", 2, pack_b=False),

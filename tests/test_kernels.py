@@ -40,7 +40,7 @@ def test_backward_accumulates_instead_of_overwriting(name, config):
     kernel = KERNELS[name]
     fn = kernel_function(kernel, config)
     numba.set_num_threads(config.threads)
-    arrays = verify.integer_inputs(kernel, Problem(kernel.name, 29, 45 if config.pack_b else config.nr, 33), seed=3)
+    arrays = verify.integer_inputs(kernel, Problem(kernel.name, 29, 45 if config.pack_b else 3 * config.nr, 33), seed=3)
     start = {name: arrays[name].astype(np.float64) for name in kernel.outputs}
     expected = {name: e for name, (e, _) in kernel.reference(arrays).items()}
     kernel.call(fn, arrays)
@@ -51,19 +51,22 @@ def test_backward_accumulates_instead_of_overwriting(name, config):
 
 @pytest.mark.parametrize("config", B_IN_PLACE_CONFIGS, ids=[c.label().replace(" ", "_") for c in B_IN_PLACE_CONFIGS])
 def test_weight_kernels_reading_inp_in_place_match_the_reference(config):
-    """N = NR (inp's rows are whole panel rows) with M and K that divide nothing, dbias present and
-    empty (accumulation: above); another N raises instead of reading past inp."""
+    """N = NR and N = 3 NR (inp's rows are whole panel rows) with M and K that divide nothing, dbias
+    present and empty (accumulation: above); an N that NR does not divide raises instead of reading
+    past inp."""
     kernel = KERNELS["backward_weight"]
     fn = kernel_function(kernel, config)
     numba.set_num_threads(config.threads)
-    for M, K in [(1, 1), (13, 130), (37, 300), (97, 257)]:
-        problem = Problem(kernel.name, M, config.nr, K)
+    for M, N, K in [(1, config.nr, 1), (13, config.nr, 130), (37, 3 * config.nr, 300), (97, 3 * config.nr, 257)]:
+        problem = Problem(kernel.name, M, N, K)
         for exact in (True, False):
             for without in ((), verify.optional_arrays(kernel)):
                 reference = verify.Reference(kernel, problem, seed=M + K, exact=exact, without=without)
                 assert reference.check(fn) is None, (problem, exact, without)
     with pytest.raises(ValueError):
         kernel.call(fn, verify.integer_inputs(kernel, Problem(kernel.name, 5, config.nr - LANES, 7), seed=1))
+    with pytest.raises(ValueError):
+        kernel.call(fn, verify.integer_inputs(kernel, Problem(kernel.name, 5, config.nr + LANES, 7), seed=1))
     assert verify.Verifier(kernel, Problem(kernel.name, 5, config.nr, 3)).check(fn, config) is None  # the search's checks
 
 

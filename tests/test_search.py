@@ -248,7 +248,8 @@ def test_a_weight_gradient_whose_n_is_one_panel_is_seeded_with_b_read_in_place(t
 
 
 def test_a_weight_kernel_reading_inp_in_place_passes_the_searchs_checks(tmp_path):
-    """The search verifies at an edge size too: there N must stay NR, or B read in place raises."""
+    """The search verifies at an edge size too: there N must stay a multiple of NR, or B read in place
+    raises."""
     kernel = KERNELS["backward_weight"]
     shape = Shape(B=1, T=37, C=2 * LANES, OC=5)
     in_place = config(4, 2, 64, 1, 1, "rows-outer", 1, pack_a=False, pack_b=False)

@@ -123,19 +123,25 @@ def test_a_split_k_config_gives_every_worker_a_k_block():
     assert space.workers_without_a_k_block(model, tiny) == 0
 
 
-def test_only_the_weight_gradient_reads_b_in_place_and_only_where_n_is_one_panel():
-    """inp's rows are a panel's rows only where N = NR: elsewhere, and for the other kernels (whose B
-    is weight, transposed or not), B is packed; a winner moved to another N packs B again."""
-    c48, c768 = Problem("backward_weight", 48, 48, 16384), Problem("backward_weight", 768, 768, 4096)
+def test_only_the_weight_gradient_reads_b_in_place_and_only_where_nr_divides_n():
+    """inp's rows are whole panel rows only where NR divides N: elsewhere, and for the other kernels
+    (whose B is weight, transposed or not), B is packed; a winner moved to another N keeps B in place
+    only where its NR still divides N."""
+    c48, c192 = Problem("backward_weight", 48, 48, 16384), Problem("backward_weight", 192, 192, 1024)
+    c40 = Problem("backward_weight", 40, 40, 4096)  # no NR of 16 to 64 floats divides 40
     assert space.choices(c48, AVX512)["pack_b"] == (True, False)
-    assert space.choices(c768, AVX512)["pack_b"] == (True,)
+    assert space.choices(c192, AVX512)["pack_b"] == (True, False)
+    assert space.choices(c40, AVX512)["pack_b"] == (True,)
     assert space.choices(Problem("backward_input", 16384, 48, 48), AVX512)["pack_b"] == (True,)
     winner = space.Config(6, 48, 4096, 8, 1, "rows-outer", 2, pack_a=False, split_k=True, pack_b=False)
     assert space.invalid_reason(winner, c48, AVX512) is None
-    assert "needs N = NR" in space.invalid_reason(winner, Problem("backward_weight", 48, 32, 16384), AVX512)
+    assert space.invalid_reason(dataclasses.replace(winner, kc=256, row_tiles=4, col_panels=4), c192, AVX512) is None
+    assert "needs N a multiple of NR" in space.invalid_reason(winner, Problem("backward_weight", 48, 32, 16384), AVX512)
+    assert "needs N a multiple of NR" in space.invalid_reason(winner, Problem("backward_weight", 48, 120, 16384), AVX512)
     assert "always packs B" in space.invalid_reason(dataclasses.replace(winner, split_k=False),
                                                     Problem("forward", 16384, 48, 48), AVX512)
     assert space.nearest_choice(winner, Problem("backward_weight", 48, 48, 4096), AVX512).pack_b is False
+    assert space.nearest_choice(winner, Problem("backward_weight", 192, 192, 4096), AVX512).pack_b is False
     assert space.nearest_choice(winner, Problem("backward_weight", 64, 64, 4096), AVX512).pack_b is True
 
 
