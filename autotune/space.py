@@ -132,7 +132,8 @@ def nearest_choice(config, problem, target=None):
     """`config` with each value outside the problem's choices replaced by the nearest choice (by
     ratio; the first option for a categorical value), and tasks shrunk until they span no more than
     the problem: a winner of a larger size, e.g. kc=1024 where K is 768, still seeds a search here.
-    A block that would read more of A's rows in place than an L1 set holds gets fewer rows."""
+    A block that would read more of A's rows in place than an L1 set holds gets fewer rows, and tasks
+    fewer than the threads get smaller until each thread has one."""
     options = choices(problem, target)
 
     def nearest(name, value):
@@ -152,6 +153,9 @@ def nearest_choice(config, problem, target=None):
         moved = replace(moved, mr=max(m for m in options["mr"] if m < moved.mr))
     while workers_without_a_k_block(moved, problem) and moved.kc > min(options["kc"]):
         moved = replace(moved, kc=max(v for v in options["kc"] if v < moved.kc))
+    while threads_without_a_task(moved, problem) and moved.row_tiles * moved.col_panels > 1:
+        name = "row_tiles" if moved.row_tiles > 1 else "col_panels"  # B*T is the long axis: split it first
+        moved = replace(moved, **{name: getattr(moved, name) // 2})
     return moved
 
 
@@ -233,6 +237,16 @@ def workers_without_a_k_block(config, problem):
     if not config.split_k:
         return 0
     return max(0, config.threads - -(-problem.K // config.kc))
+
+
+def threads_without_a_task(config, problem):
+    """Where the threads split the M x N tasks: how many find none (they idle). The 1024x192x192
+    forward's winner (8 x 48 blocks, tasks of 512 x 192) moved to M = 256 is one task for two
+    threads: it ran 0.57-0.60x the best other there (three `bench` runs, 2026-11-30)."""
+    if config.split_k or config.threads == 1:
+        return 0
+    tasks = -(-problem.M // (config.mr * config.row_tiles)) * -(-problem.N // (config.nr * config.col_panels))
+    return max(0, config.threads - tasks)
 
 
 def _past_dimension(size, dim, sizes):

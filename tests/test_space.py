@@ -101,6 +101,18 @@ def test_a_seed_from_another_size_is_moved_to_the_nearest_choices():
     assert space.nearest_choice(config(), problem) == config()
 
 
+def test_a_parallel_winner_moved_to_a_smaller_size_gives_every_thread_a_task():
+    """The 1024x192x192 forward's tasks (512 x 192) at M = 256 would be one task for two threads."""
+    winner = space.Config(8, 48, 256, 64, 4, "rows-outer", 2, pack_a=False, bias_slice=True)
+    small = Problem("forward", 256, 192, 192)
+    assert space.threads_without_a_task(dataclasses.replace(winner, row_tiles=32), small) == 1
+    moved = space.nearest_choice(winner, small, AVX512)
+    assert space.threads_without_a_task(moved, small) == 0 and (moved.row_tiles, moved.col_panels) == (16, 4)
+    assert space.nearest_choice(winner, Problem("forward", 4096, 192, 192), AVX512) == winner
+    one_tile = Problem("forward", 8, 48, 192)  # one register block: nothing left to split
+    assert space.threads_without_a_task(space.nearest_choice(winner, one_tile, AVX512), one_tile) == 1
+
+
 def test_only_backward_weight_splits_k_and_only_on_several_threads():
     weight, forward = Problem("backward_weight", 48, 48, 16384), Problem("forward", 16384, 48, 48)
     assert space.choices(weight)["split_k"] == (False, True)
