@@ -335,8 +335,10 @@ def finish(study, kernel, problem, directory):
     """Time the study's finalists side by side with the stored winner (if any) and BLAS; store the
     fastest finalist if no winner was stored or it beats the winner beyond the noise."""
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") for t in study.trials}
-        raise RuntimeError(f"no candidate for {problem} passed verification: {sorted(filter(None, reasons))[:3]}")
+        reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") or t.user_attrs.get("disturbed")
+                   for t in study.trials}
+        raise RuntimeError(f"no candidate for {problem} passed verification and was timed: "
+                           f"{sorted(filter(None, reasons))[:3]}")
     configs = finalists(study)
     incumbent = next((e for e in store.entries(directory) if e.status == "ok" and e.record.problem == problem), None)
     functions = {c.label(): (c.threads, build.build_kernel(kernel, c).function(kernel)) for c in configs}

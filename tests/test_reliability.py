@@ -99,7 +99,7 @@ def test_two_searches_at_once_share_the_study_and_leave_one_whole_record(tmp_pat
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test plays the dead worker with study.ask()
-def test_a_dead_workers_running_trial_is_failed_by_the_next_search(tmp_path, monkeypatch):
+def test_a_dead_workers_running_trial_is_failed_by_the_next_search(tmp_path, monkeypatch, steady_anchor):
     monkeypatch.setattr(studies, "HEARTBEAT_S", 1)  # grace period 3 s instead of 60 s
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     study = studies.open_study(PROBLEM, storage)

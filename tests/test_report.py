@@ -8,7 +8,7 @@ from autotune.ops import KERNELS, Shape
 SHAPE = Shape(B=2, T=19, C=40, OC=24)
 
 
-def test_report_shows_the_winner_its_search_and_the_records_it_skips(tmp_path):
+def test_report_shows_the_winner_its_search_and_the_records_it_skips(tmp_path, steady_anchor):
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     kernel = KERNELS["forward"]
     study = studies.open_study(kernel.problem(SHAPE), storage)

@@ -58,7 +58,7 @@ def sabotaged_render(monkeypatch):
     monkeypatch.setattr(render, "render", render_with_faults)
 
 
-def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabotaged_render):
+def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabotaged_render, steady_anchor):
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     kernel = KERNELS["forward"]
     study = studies.open_study(kernel.problem(SHAPE), storage)
@@ -101,7 +101,7 @@ def _compiles_running_here():
     return found
 
 
-def test_every_candidate_is_timed_against_the_studys_anchor(tmp_path):
+def test_every_candidate_is_timed_against_the_studys_anchor(tmp_path, steady_anchor):
     """The objective is a time ratio to the anchor config: the anchor's own choice at this size (the
     same loops: one task, one K block) scores about 1."""
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
@@ -116,7 +116,7 @@ def test_every_candidate_is_timed_against_the_studys_anchor(tmp_path):
     assert 0.5 < trial.value < 2.0 and trial.user_attrs["gflops"] > 0 and trial.user_attrs["rounds"] >= 2
 
 
-def test_a_rerun_keeps_the_stored_winner_unless_it_loses_beyond_the_noise(tmp_path, monkeypatch):
+def test_a_rerun_keeps_the_stored_winner_unless_it_loses_beyond_the_noise(tmp_path, monkeypatch, steady_anchor):
     """The final comparison times the stored winner beside the new finalists; a record whose config
     is found again, or one that is not beaten beyond the noise, is not rewritten, unless the kept
     winner's kernel now runs slower than BLAS (by the median): then BLAS runs, its config stays."""
@@ -247,7 +247,7 @@ def test_a_weight_gradient_whose_n_is_one_panel_is_seeded_with_b_read_in_place(t
     assert seeded[1:3] == [dataclasses.replace(seeded[0], pack_a=False), dataclasses.replace(seeded[0], pack_b=False)]
 
 
-def test_a_weight_kernel_reading_inp_in_place_passes_the_searchs_checks(tmp_path):
+def test_a_weight_kernel_reading_inp_in_place_passes_the_searchs_checks(tmp_path, steady_anchor):
     """The search verifies at an edge size too: there N must stay a multiple of NR, or B read in place
     raises."""
     kernel = KERNELS["backward_weight"]
