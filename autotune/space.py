@@ -117,11 +117,10 @@ def analytical_config(problem, caches=None, target=None, vectors=2):
     row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
     col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
     threads = 1 if problem.flops < SERIAL_FLOPS else max(options["threads"])
-    tasks = -(-problem.M // (mr * row_tiles)) * -(-problem.N // (nr * col_panels))
-    split_k = problem.kernel in SPLIT_K_KERNELS and threads > 1 and tasks < threads
-    if split_k:  # a K block for every worker
-        kc = min(kc, _largest_at_most(options["kc"], problem.K // threads))
-    return Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True, split_k=split_k)
+    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True)
+    if problem.kernel in SPLIT_K_KERNELS and threads_without_a_task(config, problem):  # a K block for every worker
+        config = replace(config, split_k=True, kc=min(kc, _largest_at_most(options["kc"], problem.K // threads)))
+    return config
 
 
 def _largest_at_most(options, bound):
@@ -245,8 +244,12 @@ def threads_without_a_task(config, problem):
     threads: it ran 0.57-0.60x the best other there (three `bench` runs, 2026-11-30)."""
     if config.split_k or config.threads == 1:
         return 0
-    tasks = -(-problem.M // (config.mr * config.row_tiles)) * -(-problem.N // (config.nr * config.col_panels))
-    return max(0, config.threads - tasks)
+    return max(0, config.threads - task_count(config, problem))
+
+
+def task_count(config, problem):
+    """The MC x NC tasks that cover the problem's M x N."""
+    return -(-problem.M // (config.mr * config.row_tiles)) * -(-problem.N // (config.nr * config.col_panels))
 
 
 def _past_dimension(size, dim, sizes):

@@ -21,7 +21,7 @@ import sys
 
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
-from autotune import bench, load, machine, measure
+from autotune import bench, load, machine, measure, space
 from autotune.ops import KERNELS, OPS, Problem, Shape
 
 ROUNDS = 7
@@ -78,8 +78,7 @@ def balance(shapes):
             if config.split_k:
                 units, what = -(-problem.K // config.kc), "K blocks"
             else:
-                units = (-(-problem.M // (config.mr * config.row_tiles))
-                         * -(-problem.N // (config.nr * config.col_panels)))
+                units = space.task_count(config, problem)
                 what = "tasks"
             busy = units / (math.ceil(units / config.threads) * config.threads)
             lines.append(f"  {shape!s:28s} {name:16s} {units:5d} {what:8s} on {config.threads} threads: "
