@@ -1,4 +1,7 @@
 """Every template with a sample of parameter sets, at sizes that do not divide the tiles."""
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -91,3 +94,34 @@ def test_inputs_are_read_only_to_every_kernel():
         inputs = [n for n in kernel.arguments if n not in kernel.outputs]
         assert not any(reference.arrays[n].flags.writeable for n in inputs)
         assert reference.check(kernel_function(kernel, config)) is None
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_compiled_blas_matches_float64_reference(name):
+    """What the loader runs where BLAS won (autotune.blas, numpy's own sgemm), at the same sizes."""
+    kernel = KERNELS[name]
+    optional = verify.optional_arrays(kernel)
+    for M, N, K in SIZES:
+        problem = Problem(kernel.name, M, N, K)
+        for exact in (True, False):
+            for without in ((), optional):
+                reference = verify.Reference(kernel, problem, seed=M + N + K, exact=exact, without=without)
+                assert reference.check(kernel.blas) is None, (problem, exact, without)
+
+
+def test_compiled_blas_falls_back_to_scipys_32_bit_sgemm():
+    """Where numpy's BLAS has no 64-bit-integer sgemm, the compiled calls reach scipy's, which reads
+    the low half of each 64-bit integer: the same answers (a fresh process, so nothing is linked yet)."""
+    script = """
+import llvmlite.binding as llvm
+from numba.extending import get_cython_function_address
+from autotune import blas, verify
+from autotune.ops import KERNELS, Problem
+llvm.add_symbol(blas.SGEMM_SYMBOL, get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+for kernel in KERNELS.values():
+    for M, N, K in [(1, 1, 1), (37, 83, 300), (97, 61, 257)]:
+        assert verify.Reference(kernel, Problem(kernel.name, M, N, K), seed=1).check(kernel.blas) is None
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "ok", done.stderr
