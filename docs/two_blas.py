@@ -31,7 +31,7 @@ def main(shapes):
                          (kernel.inputs(problem, seed=1), kernel.inputs(problem, seed=2)))
         repeats = max(1, int(FLOPS_PER_CONTENDER // (2 * problem.M * problem.N * problem.K)))
 
-        def pair(f, g):
+        def pair(f, g, first=first, second=second, repeats=repeats):
             def run():
                 for _ in range(repeats):
                     f(*first)

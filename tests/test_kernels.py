@@ -123,5 +123,6 @@ for kernel in KERNELS.values():
         assert verify.Reference(kernel, Problem(kernel.name, M, N, K), seed=1).check(kernel.blas) is None
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          check=False)
     assert done.stdout.strip() == "ok", done.stderr
