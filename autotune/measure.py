@@ -113,7 +113,7 @@ _blas_warmed = False
 
 def warm_blas():
     """Once per process, a few large sgemm calls through each OpenBLAS this package times (numpy's,
-    and scipy's, which the loaders' compiled BLAS calls too), then a pause.
+    which the loaders' compiled BLAS calls too, and scipy's, the "BLAS beta" contender), then a pause.
 
     OpenBLAS runs small products faster once it has made a large one: at 1024x192x192 a generated
     kernel read 0.93-1.04x scipy's sgemm in a fresh process and 0.80-0.89x after this warm-up
