@@ -1,0 +1,60 @@
+"""A stored kernel against BLAS with beta on 1 and 2 threads, at its size and at smaller ones: is the
+gap in one core's loop, in the threads, or in the cache blocking?
+
+    python docs/record_vs_blas.py [KERNEL] [M x N x K]     # default: forward 4096x768x768
+
+Takes this machine's record for the size, whatever it runs (a record that runs BLAS keeps the best
+kernel config its search found), builds that config with 1 and with 2 threads, and times it against
+the compiled BLAS call on as many threads (measure.compare, 7 interleaved rounds, a pause after each)
+at the record's size, with K cut to 256 (a 6 x 16 block's B panel then fits a 32 KiB L1), and at
+384 x 384 x 256 (everything in L2). Prints GF/s, % of that many threads' FMA peak, and the paired
+ratio. Run on an idle machine; OPENBLAS_CORETYPE is unset in this process.
+"""
+import dataclasses
+import os
+import sys
+
+os.environ.pop("OPENBLAS_CORETYPE", None)
+
+import numba
+import threadpoolctl
+
+from autotune import bench, build, load, measure
+from autotune.ops import KERNELS, Problem
+
+WORK_PER_CONTENDER = 4e8  # flops per timed burst: small sizes repeat their call
+
+
+def burst(fn, args, repeats):
+    def run():
+        for _ in range(repeats):
+            fn(*args)
+    return run
+
+
+def main(name="forward", size="4096x768x768"):
+    kernel = KERNELS[name]
+    M, N, K = (int(d) for d in size.split("x"))
+    entry = load.winners().by_problem.get(Problem(name, M, N, K))
+    if entry is None:
+        sys.exit(f"no record of {name} {size} on this machine: search it first")
+    print(f"{name} {size}: record config {entry.record.config.label()} (runs {entry.record.use})")
+    for threads in (1, 2):
+        function = build.build_kernel(kernel, dataclasses.replace(entry.record.config, threads=threads)).function(kernel)
+        numba.set_num_threads(threads)
+        for m, n, k in [(M, N, K), (M, N, min(K, 256)), (min(M, 384), min(N, 384), min(K, 256))]:
+            arrays = kernel.inputs(Problem(name, m, n, k), seed=1)
+            args = [arrays[a] for a in kernel.arguments]
+            repeats = max(1, int(WORK_PER_CONTENDER // (2 * m * n * k)))
+            with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+                t = measure.compare({"kernel": burst(function, args, repeats), "blas": burst(kernel.blas, args, repeats)},
+                                    rounds=7, seed=0, settle_after=("kernel", "blas"))
+            peak = bench.fma_peak(threads)
+            gf = {c: 2 * m * n * k * repeats / t[c].median / 1e9 for c in t}
+            print(f"  {threads} thread(s) {m}x{n}x{k}: kernel {gf['kernel']:.1f} GF/s ({100 * gf['kernel'] / peak:.0f}%), "
+                  f"BLAS {gf['blas']:.1f} ({100 * gf['blas'] / peak:.0f}%); kernel vs BLAS "
+                  f"{measure.speedup(t['kernel'], t['blas']).describe()}", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
