@@ -16,20 +16,10 @@ import sys
 
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
-import numba
 import threadpoolctl
 
 from autotune import bench, build, load, measure
 from autotune.ops import KERNELS, Problem
-
-WORK_PER_CONTENDER = 4e8  # flops per timed burst: small sizes repeat their call
-
-
-def burst(fn, args, repeats):
-    def run():
-        for _ in range(repeats):
-            fn(*args)
-    return run
 
 
 def main(name="forward", size="4096x768x768"):
@@ -41,16 +31,13 @@ def main(name="forward", size="4096x768x768"):
     print(f"{name} {size}: record config {entry.record.config.label()} (runs {entry.record.use})")
     for threads in (1, 2):
         function = build.build_kernel(kernel, dataclasses.replace(entry.record.config, threads=threads)).function(kernel)
-        numba.set_num_threads(threads)
         for m, n, k in [(M, N, K), (M, N, min(K, 256)), (min(M, 384), min(N, 384), min(K, 256))]:
-            arrays = kernel.inputs(Problem(name, m, n, k), seed=1)
-            args = [arrays[a] for a in kernel.arguments]
-            repeats = max(1, int(WORK_PER_CONTENDER // (2 * m * n * k)))
+            contenders = measure.calls(kernel, kernel.inputs(Problem(name, m, n, k), seed=1),
+                                       {"kernel": (threads, function)}, ("blas",))
             with threadpoolctl.threadpool_limits(threads, user_api="blas"):
-                t = measure.compare({"kernel": burst(function, args, repeats), "blas": burst(kernel.blas, args, repeats)},
-                                    rounds=7, seed=0, settle_after=("kernel", "blas"))
+                t = measure.compare(contenders, rounds=7, seed=0, settle_after=tuple(contenders))
             peak = bench.fma_peak(threads)
-            gf = {c: 2 * m * n * k * repeats / t[c].median / 1e9 for c in t}
+            gf = {c: t[c].gflops(2 * m * n * k) for c in t}
             print(f"  {threads} thread(s) {m}x{n}x{k}: kernel {gf['kernel']:.1f} GF/s ({100 * gf['kernel'] / peak:.0f}%), "
                   f"BLAS {gf['blas']:.1f} ({100 * gf['blas'] / peak:.0f}%); kernel vs BLAS "
                   f"{measure.speedup(t['kernel'], t['blas']).describe()}", flush=True)

@@ -7,7 +7,7 @@ BLAS call twice ("blas,blas"), numpy on 2-D arrays twice, and one of each. Each 
 spin for a while after a call, so a call into the other library then fights them for the cores.
 autotune.blas calls numpy's sgemm, so its "blas,numpy" pair costs what its parts cost; with
 --scipy it calls scipy's (as it did before), which shows the fight. measure.compare, 7 interleaved
-rounds in random order, medians per pair; run on an idle machine (OPENBLAS_CORETYPE is unset here).
+rounds in random order (each a burst of pairs), medians per pair; run on an idle machine (OPENBLAS_CORETYPE is unset here).
 """
 import os
 import sys
@@ -20,8 +20,6 @@ from numba.extending import get_cython_function_address
 from autotune import blas, machine, measure
 from autotune.ops import KERNELS, Shape
 
-FLOPS_PER_CONTENDER = 2e8  # calls repeated up to about this much work, so small shapes are timed over many
-
 
 def main(shapes):
     kernel = KERNELS["forward"]
@@ -29,20 +27,18 @@ def main(shapes):
         problem = kernel.problem(Shape.parse(text))
         first, second = ([arrays[n] for n in kernel.arguments] for arrays in
                          (kernel.inputs(problem, seed=1), kernel.inputs(problem, seed=2)))
-        repeats = max(1, int(FLOPS_PER_CONTENDER // (2 * problem.M * problem.N * problem.K)))
 
-        def pair(f, g, first=first, second=second, repeats=repeats):
+        def pair(f, g, first=first, second=second):
             def run():
-                for _ in range(repeats):
-                    f(*first)
-                    g(*second)
+                f(*first)
+                g(*second)
             return run
 
         contenders = {"blas,blas": pair(kernel.blas, kernel.blas), "numpy,numpy": pair(kernel.numpy, kernel.numpy),
                       "blas,numpy": pair(kernel.blas, kernel.numpy)}
         with measure.thread_count(machine.max_threads()):
             t = measure.compare(contenders, rounds=7, seed=0)
-        print(f"{text}: ms a pair " + ", ".join(f"{k} {t[k].median / repeats * 1e3:.3f}" for k in contenders))
+        print(f"{text}: ms a pair " + ", ".join(f"{k} {t[k].median * 1e3:.3f}" for k in contenders))
         print("  blas,blas x faster than blas,numpy:", measure.speedup(t["blas,blas"], t["blas,numpy"]).describe())
         print("  numpy,numpy x faster than blas,numpy:", measure.speedup(t["numpy,numpy"], t["blas,numpy"]).describe(),
               flush=True)
@@ -50,8 +46,10 @@ def main(shapes):
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    source = blas.SGEMM_SOURCE
     if "--scipy" in args:
         args.remove("--scipy")
+        source = "scipy.linalg.cython_blas sgemm"
         llvm.add_symbol(blas.SGEMM_SYMBOL, get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
-    print(f"compiled BLAS calls: {'scipy.linalg.cython_blas sgemm' if '--scipy' in sys.argv else blas.SGEMM_SOURCE}")
+    print(f"compiled BLAS calls: {source}")
     main(args or ["4,64,48,48", "8,128,192,192", "4,1024,768,768"])

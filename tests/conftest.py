@@ -90,7 +90,6 @@ def make_record(seconds=1.0, vs_blas=1.0, problem=None, config=None, older_templ
 @pytest.fixture(autouse=True)
 def short_final_comparisons(monkeypatch):
     """A search's final comparison at the tiny test sizes: the minimum rounds, not a time budget."""
-    from autotune import search
     monkeypatch.setattr(search, "FINAL_BUDGET_S", 0.0)
 
 

@@ -14,13 +14,9 @@ from conftest import B_IN_PLACE_CONFIGS, LANES, SAMPLE_CASES, SAMPLE_CONFIGS, SP
 SIZES = [(1, 1, 1), (1, 17, 3), (13, 1, 130), (37, 83, 300), (97, 61, 257), (64, 96, 64)]
 
 
-@pytest.mark.parametrize("name, config", SAMPLE_CASES,
-                         ids=[f"{name}-{config.label().replace(' ', '_')}" for name, config in SAMPLE_CASES])
-def test_kernel_matches_float64_reference(name, config):
-    """Exact (integer inputs: bit for bit) and float passes, with the optional bias/dbias present and empty."""
-    kernel = KERNELS[name]
-    fn = kernel_function(kernel, config)
-    numba.set_num_threads(config.threads)
+def assert_matches_reference_at_every_size(kernel, fn):
+    """Exact (integer inputs: bit for bit) and float passes at every SIZE, with the optional bias/dbias
+    present and empty."""
     optional = verify.optional_arrays(kernel)
     for M, N, K in SIZES:
         problem = Problem(kernel.name, M, N, K)
@@ -28,6 +24,16 @@ def test_kernel_matches_float64_reference(name, config):
             for without in ((), optional):
                 reference = verify.Reference(kernel, problem, seed=M + N + K, exact=exact, without=without)
                 assert reference.check(fn) is None, (problem, exact, without)
+
+
+@pytest.mark.parametrize("name, config", SAMPLE_CASES,
+                         ids=[f"{name}-{config.label().replace(' ', '_')}" for name, config in SAMPLE_CASES])
+def test_kernel_matches_float64_reference(name, config):
+    """Exact (integer inputs: bit for bit) and float passes, with the optional bias/dbias present and empty."""
+    kernel = KERNELS[name]
+    fn = kernel_function(kernel, config)
+    numba.set_num_threads(config.threads)
+    assert_matches_reference_at_every_size(kernel, fn)
     assert verify.Verifier(kernel, Problem(kernel.name, 5, 7, 3)).check(fn, config) is None
 
 
@@ -100,13 +106,7 @@ def test_inputs_are_read_only_to_every_kernel():
 def test_compiled_blas_matches_float64_reference(name):
     """What the loader runs where BLAS won (autotune.blas, numpy's own sgemm), at the same sizes."""
     kernel = KERNELS[name]
-    optional = verify.optional_arrays(kernel)
-    for M, N, K in SIZES:
-        problem = Problem(kernel.name, M, N, K)
-        for exact in (True, False):
-            for without in ((), optional):
-                reference = verify.Reference(kernel, problem, seed=M + N + K, exact=exact, without=without)
-                assert reference.check(kernel.blas) is None, (problem, exact, without)
+    assert_matches_reference_at_every_size(kernel, kernel.blas)
 
 
 def test_compiled_blas_falls_back_to_scipys_32_bit_sgemm():
