@@ -205,6 +205,9 @@ def print_outcomes(outcomes, directory):
             print(f"  {count} trial(s) failed: {reason}")
         if o.record.trials.get("disturbed"):
             print(f"  {o.record.trials['disturbed']} trial(s) timed again: the anchor ran slow, something else was running")
+        if o.record.trials.get("new_pace"):
+            print(f"  {o.record.trials['new_pace']} trial(s) scored while the anchor stayed slow: the machine was loaded "
+                  f"for a while, and this search tuned for it as it was; search again on a quiet machine for a record that holds")
     if outcomes:
         blas = outcomes[0].record.blas
         print(f"\nMedians of interleaved rounds, each kernel on its own thread count, BLAS on {machine.max_threads()}. x BLAS: paired speedup over BLAS "

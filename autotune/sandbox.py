@@ -66,10 +66,16 @@ class Sandbox:
             if status == "done":
                 anchor_s = statistics.median(payload["anchor_seconds"])
                 payload["anchor_slowdown"] = anchor_s / self.usual_anchor_s
+                payload["anchor_s"] = anchor_s
                 self.usual_anchor_s = min(self.usual_anchor_s, anchor_s)
                 return payload
             ratios.append(payload)
             self._connection.send(keep_going(ratios))
+
+    def take_pace(self, result):
+        """The anchor's time in `result` (from evaluate) is its usual time from now on: a load that
+        stayed through every timing of a trial is the machine's pace (search.Objective)."""
+        self.usual_anchor_s = result["anchor_s"]
 
     def close(self):
         if self._process is not None:

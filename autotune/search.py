@@ -167,18 +167,20 @@ def suggest(trial, problem):
     return config
 
 
-class Disturbed(Exception):
-    """Every timing of a trial ran while something else took the machine: its ratio says nothing."""
-
-
 class Objective:
     """The candidate's time relative to the study's anchor (median of per-round ratios; the study minimizes it).
 
     A trial whose anchor ran DISTURBED_SLOWDOWN times slower than usual is timed again after a
     pause: a load on one of the two cores slows the parallel anchor, not a 1-thread candidate. In
     a 60-trial study (8,128,192,192 forward, Zen 4) the anchor ran 2.5x its usual time in one trial,
-    and a 1-thread kernel read 2.2x faster than it, twice its real speed, and led the study. A trial
-    still disturbed after DISTURBED_RETRIES fails without blaming its config, which may be drawn again.
+    and a 1-thread kernel read 2.2x faster than it, twice its real speed, and led the study.
+
+    A trial whose anchor ran slow in every timing, DISTURBED_RETRIES pauses apart, is scored: the
+    load has stayed, so it is the machine's pace now, and the sandbox takes the anchor's time as its
+    usual one (the "new_pace" attribute says so). Failing it instead failed every trial of a study
+    whose machine stayed loaded: in CI, two searches of a pytest worker found nothing to store while
+    the other worker ran (2026-12-01, anchors 1.6-1.9x in every timing). A search under such a load
+    tunes for the loaded machine; the command line says so.
     """
 
     def __init__(self, problem, evaluator):
@@ -203,8 +205,7 @@ class Objective:
         except Exception as error:
             if INTERRUPTED.is_set():
                 raise KeyboardInterrupt from error
-            if not isinstance(error, Disturbed):
-                trial.set_user_attr("failure", sandbox.describe(error))
+            trial.set_user_attr("failure", sandbox.describe(error))
             raise
 
     def _evaluate(self, trial, config):
@@ -234,9 +235,9 @@ class Objective:
             time.sleep(DISTURBED_PAUSE_S)
             result = self.evaluator.evaluate(source, config, unraced)
         if result["anchor_slowdown"] > DISTURBED_SLOWDOWN:
-            trial.set_user_attr("disturbed", f"the anchor ran {result['anchor_slowdown']:.2f}x its usual time "
-                                             f"in {DISTURBED_RETRIES + 1} timings: not scored")
-            raise Disturbed(trial.user_attrs["disturbed"])
+            trial.set_user_attr("new_pace", f"the anchor ran {result['anchor_slowdown']:.2f}x its usual time "
+                                            f"in {DISTURBED_RETRIES + 1} timings: scored at the machine's new pace")
+            self.evaluator.take_pace(result)
         trial.set_user_attr("compile_s", result["compile_s"])
         trial.set_user_attr("compiled", result["compiled"])
         trial.set_user_attr("rounds", len(result["ratios"]))
@@ -335,7 +336,7 @@ def finish(study, kernel, problem, directory):
     """Time the study's finalists side by side with the stored winner (if any) and BLAS; store the
     fastest finalist if no winner was stored or it beats the winner beyond the noise."""
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected") or t.user_attrs.get("disturbed")
+        reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected")
                    for t in study.trials}
         raise RuntimeError(f"no candidate for {problem} passed verification and was timed: "
                            f"{sorted(filter(None, reasons))[:3]}")
@@ -491,6 +492,7 @@ def _trial_counts(study):
             "rejected": states.count(optuna.trial.TrialState.PRUNED),
             "raced_out": sum("raced_out" in t.user_attrs for t in study.trials),
             "disturbed": sum("disturbed" in t.user_attrs for t in study.trials),
+            "new_pace": sum("new_pace" in t.user_attrs for t in study.trials),
             "study": study.study_name, "failures": failures.most_common(5)}
 
 

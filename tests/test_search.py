@@ -349,7 +349,10 @@ class LoadedMachine:
         while keep_going(ratios):
             ratios.append(self.ratio / slowdown)
         return {"ratios": ratios, "seconds": [1e-3] * len(ratios), "compile_s": 0.0, "compiled": False,
-                "anchor_slowdown": slowdown}
+                "anchor_slowdown": slowdown, "anchor_s": slowdown}
+
+    def take_pace(self, result):
+        self.slowdowns = [s / result["anchor_s"] for s in self.slowdowns]
 
 
 def _objective_trial(machine_load, monkeypatch):
@@ -370,12 +373,14 @@ def test_a_trial_whose_anchor_ran_slow_is_timed_again(monkeypatch):
     assert "2.50x its usual time: timed again" in trial.user_attrs["disturbed"]
 
 
-def test_a_trial_disturbed_every_time_fails_without_blaming_its_config(monkeypatch):
+def test_a_load_that_stays_through_every_timing_is_the_machines_new_pace(monkeypatch):
+    """Failing such trials once failed whole studies in CI while the other pytest worker ran."""
     load = LoadedMachine([2.5])
     trial = _objective_trial(load, monkeypatch)
     assert load.timings == search.DISTURBED_RETRIES + 1
-    assert trial.state == optuna.trial.TrialState.FAIL and "failure" not in trial.user_attrs
-    assert "not scored" in trial.user_attrs["disturbed"]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.5 / 2.5
+    assert "scored at the machine's new pace" in trial.user_attrs["new_pace"]
+    assert load.slowdowns == [1.0]  # the next trial is timed against the loaded anchor
 
 
 def test_the_sandbox_reports_how_much_slower_than_usual_its_anchor_ran():
