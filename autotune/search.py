@@ -76,10 +76,11 @@ def warm_start(study, problem, directory, budget, nearest=3):
     """Seed a new study with what won before on this machine, at most half of its `budget` of
     trials (and at least SEEDS_AT_LEAST) so that the sampler has the rest: first this size's own
     winner (a new study of a tuned size means the templates or the search space changed since), the
-    winners of the other kernels at the nearest llm.c shape, the first of these with B read in place
-    (where it can be: N = NR), in the forward all of these starting their tiles from a bias slice,
-    the first of these with the register block of every other NR (the analytical model's MR for
-    it), those that pad N least first, and in the forward these blocks from a bias slice; then the
+    winners of the other kernels at the nearest llm.c shape, all of these with B's panel sliced once
+    per tile (slice_b; records made before it index by offset), the first of these with B read in
+    place (where it can be: N = NR), in the forward all of these starting their tiles from a bias
+    slice, the first sliced one with the register block of every other NR (the analytical model's
+    MR for it), those that pad N least first, and in the forward these blocks from a bias slice; then the
     winners of the `nearest` other tuned sizes of the same kernel (by log-distance of M, N, K), the
     finalists of this size's record, the analytical model's configs for every NR (A packed, A read
     in place, B read in place), and the first of them with one K block. Each is moved to the
@@ -101,11 +102,12 @@ def warm_start(study, problem, directory, budget, nearest=3):
     across = [e.record.config for e in _nearest_of_other_kernels(usable, problem)]
     model = [space.analytical_config(problem, vectors=v) for v in _vectors_by_fit(problem)]
     known = [e.record.config for e in same] + across
+    sliced = [dataclasses.replace(c, slice_b=True) for c in known]
     in_place = [dataclasses.replace(c, pack_b=False) for c in known[:1]]  # dropped where NR does not divide N
-    blocks = [_with_block(known[0], m) for m in model if m.nr != known[0].nr] if known else []
+    blocks = [_with_block(sliced[0], m) for m in model if m.nr != sliced[0].nr] if sliced else []
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False),
                                                    dataclasses.replace(packed, pack_b=False))]
-    seeds = [*known, *in_place, *_from_bias_slice(known), *blocks, *_from_bias_slice(blocks),
+    seeds = [*known, *sliced, *in_place, *_from_bias_slice(known), *blocks, *_from_bias_slice(blocks),
              *(e.record.config for e in others),
              *(f for e in same for f, _ in e.record.finalists),
              *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block

@@ -24,6 +24,7 @@ class Config:
     split_k: bool = False  # backward_weight only: the threads split K (B*T) rather than the M x N tasks
     pack_b: bool = True  # B copied into NR-wide panels per K block, or (backward_weight, N == NR) read in place
     bias_slice: bool = False  # forward only: a tile starts from a slice of NR bias values, or indexes bias[j0 + j]
+    slice_b: bool = False  # B's panel is sliced at its K block once per tile (b_panel[k]), or indexed b_panel[b_k + k]
 
     def params(self):
         """The optuna parameters (every field)."""
@@ -37,7 +38,7 @@ class Config:
         return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
                 f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place")
                 + (" split-K" if self.split_k else "") + ("" if self.pack_b else " B-in-place")
-                + (" bias-slice" if self.bias_slice else ""))
+                + (" bias-slice" if self.bias_slice else "") + (" B-sliced" if self.slice_b else ""))
 
     @classmethod
     def from_dict(cls, values):
@@ -67,6 +68,7 @@ def choices(problem=None, target=None):
         "split_k": (False, True),
         "pack_b": (True, False),
         "bias_slice": (False, True),
+        "slice_b": (False, True),
     }
     if problem is not None:
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
@@ -117,7 +119,7 @@ def analytical_config(problem, caches=None, target=None, vectors=2):
     row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
     col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
     threads = 1 if problem.flops < SERIAL_FLOPS else max(options["threads"])
-    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True)
+    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True, slice_b=True)
     if problem.kernel in SPLIT_K_KERNELS and threads_without_a_task(config, problem):  # a K block for every worker
         config = replace(config, split_k=True, kc=min(kc, _largest_at_most(options["kc"], problem.K // threads)))
     return config

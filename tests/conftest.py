@@ -19,10 +19,10 @@ LANES = machine.target().lanes
 
 
 def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False, pack_b=True,
-           bias_slice=False):
+           bias_slice=False, slice_b=False):
     """A Config whose NR is `vectors` of this target's vectors: the same sample on AVX2 and AVX-512."""
     return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k, pack_b,
-                        bias_slice)
+                        bias_slice, slice_b)
 
 
 # A sample of the space that is valid on every target (at most 15 vector registers): register
@@ -47,14 +47,23 @@ B_IN_PLACE_CONFIGS = [
     config(4, 2, 64, 2, 1, "rows-outer", 2, pack_a=False, split_k=True, pack_b=False),
     config(3, 2, 128, 1, 1, "panels-outer", 2, pack_b=False),
     config(5, 2, 64, 2, 1, "rows-outer", 1, pack_a=False, pack_b=False),
+    config(3, 2, 64, 1, 1, "panels-outer", 2, pack_a=False, split_k=True, pack_b=False, slice_b=True),
 ]
 # The forward's tiles may start from a slice of the bias: A packed and in place, one thread and two.
 BIAS_SLICE_CONFIGS = [
     config(6, 2, 64, 2, 1, "rows-outer", 2, pack_a=False, bias_slice=True),
     config(3, 3, 128, 1, 2, "panels-outer", 1, bias_slice=True),
 ]
+# B's panel sliced at its K block once per tile, in every kernel (K blocks of 64, so b_k is not 0
+# past the first); B read in place and sliced is the last of B_IN_PLACE_CONFIGS.
+SLICE_B_CASES = [
+    ("forward", config(6, 2, 64, 2, 1, "panels-outer", 2, slice_b=True, bias_slice=True)),
+    ("backward_input", config(5, 1, 64, 1, 2, "rows-outer", 1, pack_a=False, slice_b=True)),
+    ("backward_weight", config(4, 2, 64, 2, 1, "rows-outer", 2, split_k=True, slice_b=True)),
+]
 SAMPLE_CASES = ([(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
-                + [("backward_weight", c) for c in SPLIT_K_CONFIGS] + [("forward", c) for c in BIAS_SLICE_CONFIGS])
+                + [("backward_weight", c) for c in SPLIT_K_CONFIGS] + [("forward", c) for c in BIAS_SLICE_CONFIGS]
+                + SLICE_B_CASES)
 
 
 def kernel_function(kernel, config):
