@@ -1,0 +1,62 @@
+"""B's row in the k loop, both ways: `b_panel[b_k + k]` indexed, and the panel sliced at its K block
+once per tile and read as `b_panel[k]` (the template choice `slice_b`; README, "Where the time goes").
+
+    python docs/slice_b.py [KERNEL] [M x N x K]     # default: forward 4096x768x768
+
+Takes this machine's record for the size, whatever it runs (a record that runs BLAS keeps the best
+kernel config its search found), builds its config both ways on 1 and on 2 threads, verifies each,
+and times them against each other and the compiled BLAS call on as many threads (measure.compare,
+9 interleaved rounds in random order, a pause after each) at the record's size and at
+384 x 384 x 256 (everything in L2). Run on an idle machine; OPENBLAS_CORETYPE is unset here.
+"""
+import dataclasses
+import os
+import sys
+
+os.environ.pop("OPENBLAS_CORETYPE", None)
+
+import threadpoolctl
+
+from autotune import bench, build, load, measure, verify
+from autotune.ops import KERNELS, Problem
+
+WAYS = {"b_k + k": False, "sliced": True}
+
+
+def built_both_ways(kernel, config):
+    """{way: function}, each checked against the float64 reference at a size that divides nothing."""
+    functions = {}
+    for way, sliced in WAYS.items():
+        function = build.build_kernel(kernel, dataclasses.replace(config, slice_b=sliced)).function(kernel)
+        failure = verify.Reference(kernel, Problem(kernel.name, 37, 83, 300)).check(function)
+        if failure is not None:
+            raise SystemExit(f"{way}: {failure}")
+        functions[way] = function
+    return functions
+
+
+def main(name="forward", size="4096x768x768"):
+    kernel = KERNELS[name]
+    M, N, K = (int(d) for d in size.split("x"))
+    entry = load.winners().by_problem.get(Problem(name, M, N, K))
+    if entry is None:
+        sys.exit(f"no record of {name} {size} on this machine: search it first")
+    config = dataclasses.replace(entry.record.config, slice_b=False)
+    print(f"{name} {size}: record config {config.label()} (runs {entry.record.use}); 9 interleaved rounds")
+    for threads in (1, 2):
+        functions = built_both_ways(kernel, dataclasses.replace(config, threads=threads))
+        peak = bench.fma_peak(threads)
+        for m, n, k in [(M, N, K), (min(M, 384), min(N, 384), min(K, 256))]:
+            contenders = measure.calls(kernel, kernel.inputs(Problem(name, m, n, k), seed=1),
+                                       {way: (threads, f) for way, f in functions.items()}, ("blas",))
+            with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+                t = measure.compare(contenders, rounds=9, seed=0, settle_after=tuple(contenders))
+            gf = {c: t[c].gflops(2 * m * n * k) for c in t}
+            print(f"  {threads} thread(s) {m}x{n}x{k}: "
+                  + ", ".join(f"{c} {g:.1f} GF/s ({100 * g / peak:.0f}%)" for c, g in gf.items())
+                  + f"; sliced vs b_k + k {measure.speedup(t['sliced'], t['b_k + k']).describe()}"
+                  + f"; sliced vs BLAS {measure.speedup(t['sliced'], t['blas']).describe()}", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
