@@ -22,15 +22,21 @@ from autotune import bench, build, load, measure
 from autotune.ops import KERNELS, Problem
 
 
-def main(name="forward", size="4096x768x768"):
-    kernel = KERNELS[name]
+def stored_record(name, size):
+    """This machine's record of kernel `name` at "MxNxK", and (M, N, K); exits if there is none."""
     M, N, K = (int(d) for d in size.split("x"))
     entry = load.winners().by_problem.get(Problem(name, M, N, K))
     if entry is None:
         sys.exit(f"no record of {name} {size} on this machine: search it first")
-    print(f"{name} {size}: record config {entry.record.config.label()} (runs {entry.record.use})")
+    return entry.record, (M, N, K)
+
+
+def main(name="forward", size="4096x768x768"):
+    kernel = KERNELS[name]
+    record, (M, N, K) = stored_record(name, size)
+    print(f"{name} {size}: record config {record.config.label()} (runs {record.use})")
     for threads in (1, 2):
-        function = build.build_kernel(kernel, dataclasses.replace(entry.record.config, threads=threads)).function(kernel)
+        function = build.build_kernel(kernel, dataclasses.replace(record.config, threads=threads)).function(kernel)
         for m, n, k in [(M, N, K), (M, N, min(K, 256)), (min(M, 384), min(N, 384), min(K, 256))]:
             contenders = measure.calls(kernel, kernel.inputs(Problem(name, m, n, k), seed=1),
                                        {"kernel": (threads, function)}, ("blas",))

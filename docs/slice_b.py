@@ -16,8 +16,9 @@ import sys
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
 import threadpoolctl
+from record_vs_blas import stored_record  # docs/record_vs_blas.py, beside this script
 
-from autotune import bench, build, load, measure, verify
+from autotune import bench, build, measure, verify
 from autotune.ops import KERNELS, Problem
 
 WAYS = {"b_k + k": False, "sliced": True}
@@ -37,12 +38,9 @@ def built_both_ways(kernel, config):
 
 def main(name="forward", size="4096x768x768"):
     kernel = KERNELS[name]
-    M, N, K = (int(d) for d in size.split("x"))
-    entry = load.winners().by_problem.get(Problem(name, M, N, K))
-    if entry is None:
-        sys.exit(f"no record of {name} {size} on this machine: search it first")
-    config = dataclasses.replace(entry.record.config, slice_b=False)
-    print(f"{name} {size}: record config {config.label()} (runs {entry.record.use}); 9 interleaved rounds")
+    record, (M, N, K) = stored_record(name, size)
+    config = dataclasses.replace(record.config, slice_b=False)
+    print(f"{name} {size}: record config {config.label()} (runs {record.use}); 9 interleaved rounds")
     for threads in (1, 2):
         functions = built_both_ways(kernel, dataclasses.replace(config, threads=threads))
         peak = bench.fma_peak(threads)
