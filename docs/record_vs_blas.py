@@ -7,7 +7,7 @@ Takes this machine's record for the size, whatever it runs (a record that runs B
 kernel config its search found), builds that config with 1 and with 2 threads, and times it against
 the compiled BLAS call on as many threads (measure.compare, 7 interleaved rounds, a pause after each)
 at the record's size, with K cut to 256 (a 6 x 16 block's B panel then fits a 32 KiB L1), and at
-384 x 384 x 256 (everything in L2). Prints GF/s, % of that many threads' FMA peak, and the paired
+384 x 384 x 256. Prints GF/s, % of that many threads' FMA peak, and the paired
 ratio. Run on an idle machine; OPENBLAS_CORETYPE is unset in this process.
 """
 import dataclasses

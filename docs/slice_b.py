@@ -7,7 +7,7 @@ Takes this machine's record for the size, whatever it runs (a record that runs B
 kernel config its search found), builds its config both ways on 1 and on 2 threads, verifies each,
 and times them against each other and the compiled BLAS call on as many threads (measure.compare,
 9 interleaved rounds in random order, a pause after each) at the record's size and at
-384 x 384 x 256 (everything in L2). Run on an idle machine; OPENBLAS_CORETYPE is unset here.
+384 x 384 x 256. Run on an idle machine; OPENBLAS_CORETYPE is unset here.
 """
 import dataclasses
 import os
