@@ -31,6 +31,17 @@ def stored_record(name, size):
     return entry.record, (M, N, K)
 
 
+def timed_beside_blas(kernel, size, functions, threads, rounds):
+    """`functions` ({name: compiled kernel}) and the compiled BLAS call at `size` (M, N, K), all on
+    `threads` threads, interleaved: {name: Timing} (BLAS as "blas") and {name: GF/s}."""
+    problem = Problem(kernel.name, *size)
+    contenders = measure.calls(kernel, kernel.inputs(problem, seed=1),
+                               {name: (threads, f) for name, f in functions.items()}, ("blas",))
+    with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+        timings = measure.compare(contenders, rounds=rounds, seed=0, settle_after=tuple(contenders))
+    return timings, {name: t.gflops(problem.flops) for name, t in timings.items()}
+
+
 def main(name="forward", size="4096x768x768"):
     kernel = KERNELS[name]
     record, (M, N, K) = stored_record(name, size)
@@ -38,12 +49,8 @@ def main(name="forward", size="4096x768x768"):
     for threads in (1, 2):
         function = build.build_kernel(kernel, dataclasses.replace(record.config, threads=threads)).function(kernel)
         for m, n, k in [(M, N, K), (M, N, min(K, 256)), (min(M, 384), min(N, 384), min(K, 256))]:
-            contenders = measure.calls(kernel, kernel.inputs(Problem(name, m, n, k), seed=1),
-                                       {"kernel": (threads, function)}, ("blas",))
-            with threadpoolctl.threadpool_limits(threads, user_api="blas"):
-                t = measure.compare(contenders, rounds=7, seed=0, settle_after=tuple(contenders))
+            t, gf = timed_beside_blas(kernel, (m, n, k), {"kernel": function}, threads, rounds=7)
             peak = bench.fma_peak(threads)
-            gf = {c: t[c].gflops(2 * m * n * k) for c in t}
             print(f"  {threads} thread(s) {m}x{n}x{k}: kernel {gf['kernel']:.1f} GF/s ({100 * gf['kernel'] / peak:.0f}%), "
                   f"BLAS {gf['blas']:.1f} ({100 * gf['blas'] / peak:.0f}%); kernel vs BLAS "
                   f"{measure.speedup(t['kernel'], t['blas']).describe()}", flush=True)

@@ -15,8 +15,8 @@ import sys
 
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
-import threadpoolctl
-from record_vs_blas import stored_record  # docs/record_vs_blas.py, beside this script
+# docs/record_vs_blas.py, beside this script
+from record_vs_blas import stored_record, timed_beside_blas
 
 from autotune import bench, build, measure, verify
 from autotune.ops import KERNELS, Problem
@@ -45,11 +45,7 @@ def main(name="forward", size="4096x768x768"):
         functions = built_both_ways(kernel, dataclasses.replace(config, threads=threads))
         peak = bench.fma_peak(threads)
         for m, n, k in [(M, N, K), (min(M, 384), min(N, 384), min(K, 256))]:
-            contenders = measure.calls(kernel, kernel.inputs(Problem(name, m, n, k), seed=1),
-                                       {way: (threads, f) for way, f in functions.items()}, ("blas",))
-            with threadpoolctl.threadpool_limits(threads, user_api="blas"):
-                t = measure.compare(contenders, rounds=9, seed=0, settle_after=tuple(contenders))
-            gf = {c: t[c].gflops(2 * m * n * k) for c in t}
+            t, gf = timed_beside_blas(kernel, (m, n, k), functions, threads, rounds=9)
             print(f"  {threads} thread(s) {m}x{n}x{k}: "
                   + ", ".join(f"{c} {g:.1f} GF/s ({100 * g / peak:.0f}%)" for c, g in gf.items())
                   + f"; sliced vs b_k + k {measure.speedup(t['sliced'], t['b_k + k']).describe()}"
