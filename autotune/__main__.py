@@ -86,7 +86,8 @@ def main(argv=None):
     bench_parser.add_argument("--njit", action="store_true",
                               help="time the ops called in a loop inside @njit code (tuned.njit) against numba's "
                                    "np.dot there, instead of the Python contenders")
-    bench_parser.add_argument("--op", choices=sorted(ops.OPS), default="all", help="which op to time")
+    bench_parser.add_argument("--op", choices=["all", *bench.OP_KERNELS], default="all",
+                              help="which op to time; all: forward, backward and step (the forward, then the backward)")
     bench_parser.add_argument("--rounds", type=positive(int), default=5, help="interleaved rounds; medians are reported")
     bench_parser.add_argument("--csv", default="bench.csv", help="where to write the rows")
     bench_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
@@ -268,7 +269,7 @@ def run_bench(args):
     if args.model:
         rows, summary, peak, torch = bench.model_step(args.model, args.batch, args.seq, args.rounds, progress)
     else:
-        op_names = ("forward", "backward") if args.op == "all" else (args.op,)
+        op_names = tuple(bench.OP_KERNELS) if args.op == "all" else (args.op,)
         rows, peak, torch = bench.run(args.shapes, op_names, args.rounds, progress=progress)
     names = [n for n in ("naive", "tuned", "numpy", "numpy 2-D", "BLAS beta", "torch", "sgemm") if f"{n} GF/s" in rows[0]]
     print_table([*(["matmul"] if args.model else []), "B,T,C,OC", "op", "dispatch", *names, "best other", "x best",

@@ -1,7 +1,8 @@
 """Benchmark the tuned ops as a user calls them, against everything a user could run instead.
 
-For each shape and op (forward; backward = dinp, then dweight and dbias), in one process and
-interleaved (measure.compare, a pause after every contender: see time_op):
+For each shape and op (forward; backward = dinp, then dweight and dbias; step = the forward, then
+the backward, as a training loop alternates them), in one process and interleaved (measure.compare,
+a pause after every contender: see time_op):
 
     tuned      the op through `import tuned` (validation and dispatch included)
     kernels    what tuned dispatches to, called directly on 2-D views: tuned minus this is the entry
@@ -31,6 +32,9 @@ SMALL = ["4,64,48,48", "8,128,192,192"]
 DEFAULT_SHAPES = ["64,1024,768,768", *GPT2_SMALL, *SMALL]
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # preset on some machines; they force an OpenBLAS kernel
 OTHERS = ("numpy", "numpy 2-D", "BLAS beta", "torch")  # what a user could run instead: "best other"
+# The ops bench times; "step" is the forward, then the backward, each contender running both. Timed
+# alone, an op never meets the threads the other op leaves spinning (autotune/__init__.py).
+OP_KERNELS = {"forward": ops.OPS["forward"], "backward": ops.OPS["backward"], "step": ops.OPS["all"]}
 
 
 def fma_peak(threads):
@@ -79,6 +83,9 @@ def kernel_arguments(kernel, a):
 
 def contenders(op, a, torch=None):
     """{name: fn} doing `op` on arrays `a` (see the module docstring); torch if given (the module)."""
+    if op == "step":
+        forward, backward = contenders("forward", a, torch), contenders("backward", a, torch)
+        return {name: (lambda f=forward[name], b=backward[name]: (f(), b())) for name in forward}
     kernels = [ops.KERNELS[name] for name in ops.OPS[op]]
     args = [kernel_arguments(k, a) for k in kernels]
     no_bias = a["bias"].shape[0] == 0
@@ -153,7 +160,7 @@ def torch_info(torch):
 
 def choices(op, shape):
     """What `import tuned` runs for each kernel of this op at this shape (load.Choice)."""
-    return [load.winners().choice(ops.KERNELS[name].problem(shape)) for name in ops.OPS[op]]
+    return [load.winners().choice(ops.KERNELS[name].problem(shape)) for name in OP_KERNELS[op]]
 
 
 def origin(op_choices):
@@ -241,7 +248,7 @@ def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progr
     rows = []
     for shape in shapes:
         for op in op_names:
-            flops = sum(ops.KERNELS[k].problem(shape).flops for k in ops.OPS[op])
+            flops = sum(ops.KERNELS[k].problem(shape).flops for k in OP_KERNELS[op])
             skip = naive_max_gflop is not None and flops > naive_max_gflop * 1e9
             with measure.thread_count(threads):
                 timings = time_op(op, shape, rounds, torch, skip_naive=skip)

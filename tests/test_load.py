@@ -1,6 +1,9 @@
 """The import API: right answers at any shape, clear errors for bad input, safe fallbacks."""
 import json
+import os
 import re
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -251,3 +254,13 @@ def test_beside_a_blas_half_of_the_backward_a_parallel_kernel_gives_way_and_a_se
     assert load.winners().choice(parallel_half).baseline == "blas" and load.winners().choice(parallel_half).beside
     kept = load.winners().choice(serial_half)
     assert (kept.config, kept.origin, kept.beside) == (space.analytical_config(serial_half), "tuned", False)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "10000"), ("250", "250")])
+def test_importing_tuned_shortens_the_openmp_spin_unless_the_user_set_it(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    code = "import os, tuned; print(os.environ['GOMP_SPINCOUNT'])"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == expected

@@ -2,6 +2,7 @@
 import csv
 import math
 
+import numpy as np
 import optuna
 
 from autotune import bench, measure, ops, store, study as studies, sweep
@@ -50,7 +51,11 @@ def test_sweep_tunes_every_kernel_of_its_shapes_in_the_given_storage(tmp_path, m
 
 
 def test_bench_times_every_contender_and_names_the_best_other():
-    rows, peak, torch = bench.run([Shape(1, 4, 3, 5)], ("forward", "backward"), rounds=1, progress=lambda row: None)
+    rows, peak, torch = bench.run([Shape(1, 4, 3, 5)], ("forward", "backward", "step"), rounds=1,
+                                  progress=lambda row: None)
+    forward, backward, step = rows
+    assert step["op"] == "step" and step["flops"] == forward["flops"] + backward["flops"]
+    assert step["dispatch"].count("+") == forward["dispatch"].count("+") + backward["dispatch"].count("+") + 1
     for row in rows:
         assert {"numpy", "numpy 2-D", "BLAS beta"} <= {name for name in bench.OTHERS if f"{name} s" in row}
         assert row["best other"] in bench.OTHERS and row["naive s"] > 0 and row["sgemm s"] > 0
@@ -66,6 +71,18 @@ def test_the_best_other_is_the_one_tuned_is_least_ahead_of_round_by_round():
     paired = bench.versus(timings)
     assert timings["numpy"].median < timings["BLAS beta"].median
     assert bench.best_other(paired) == "BLAS beta" and paired["BLAS beta"].median == 1.25
+
+
+def test_a_step_contender_runs_the_forward_then_the_backward():
+    a = bench.op_arrays(Shape(2, 3, 5, 7))
+    before = {name: a[name].astype(np.float64) for name in ("dinp", "dweight", "dbias")}
+    inp, weight, dout = (a[name].astype(np.float64) for name in ("inp", "weight", "dout"))
+    bench.contenders("step", a)["tuned"]()
+    np.testing.assert_allclose(a["out"], inp @ weight.T + a["bias"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dinp"], before["dinp"] + dout @ weight, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dweight"], before["dweight"] + dout.reshape(-1, 7).T @ inp.reshape(-1, 5),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dbias"], before["dbias"] + dout.sum(axis=(0, 1)), rtol=1e-4, atol=1e-4)
 
 
 def test_bench_times_an_op_without_bias_as_the_lm_head_runs():
