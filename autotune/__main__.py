@@ -180,14 +180,17 @@ def run_search(args):
                                               directory=directory, time_limit_s=args.trial_time_limit))
             if set(ops.OPS["backward"]) <= set(kernels):
                 print(f"timing the whole backward for {matmul.shape}", file=sys.stderr)
-                agreed.append((matmul.shape, search.agree_backward(matmul.shape, directory)))
+                agreed.append((f"whole backward at {matmul.shape}", search.agree_backward(matmul.shape, directory)))
+            if set(ops.OPS["all"]) <= set(kernels):
+                print(f"timing the step (forward, then backward) for {matmul.shape}", file=sys.stderr)
+                agreed.append((f"step at {matmul.shape}", search.agree_step(matmul.shape, directory)))
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are kept in the study and tuned/ is unchanged for the unfinished "
               "kernel; run the same command again to resume", file=sys.stderr)
         return 130
     print_outcomes(outcomes, directory)
-    for shape, sentence in agreed:
-        print(f"whole backward at {shape}: {sentence}")
+    for what, sentence in agreed:
+        print(f"{what}: {sentence}")
     return 0
 
 
@@ -332,6 +335,9 @@ def run_pull(args):
         sentence = search.agree_backward(ops.Shape(1, p.M, p.N, p.K), directory)  # the backward's sizes need only B*T
         if sentence:
             print(f"whole backward at B*T={p.M}, C={p.N}, OC={p.K}: {sentence}")
+        sentence = search.agree_step(ops.Shape(1, p.M, p.N, p.K), directory)
+        if sentence:
+            print(f"step at B*T={p.M}, C={p.N}, OC={p.K}: {sentence}")
     print(f"\n{len(outcomes)} studies pulled into {directory}; {len(skipped)} skipped (another machine "
           f"fingerprint, template version or search space, or no finished trial)")
     return 0

@@ -400,6 +400,41 @@ def agree_backward(shape, directory=None):
     return f"revised to {sentence}"
 
 
+def agree_step(shape, directory=None):
+    """Decide what the forward at `shape` runs, timed with the backward after it as a training step
+    runs them; a sentence saying what was timed and decided, or None while an op has no usable record.
+
+    The forward was searched alone, but a parallel kernel's OpenMP threads spin after it and take a
+    core from a BLAS call that follows, and OpenBLAS's threads do the same to a kernel after BLAS:
+    at 16,1024,48,48 on a Zen 3 a forward kernel at 1.01x BLAS alone, before a backward on BLAS,
+    made the step 0.65-0.71x the best other (`bench --op step`, 4 runs), where BLAS for the forward
+    made it 1.04x. So each forward plan (its kernel, BLAS, what its record runs) is timed followed by
+    the backward as the loader runs it (after agree_backward), interleaved, and the forward's record
+    is revised to the fastest, by the median of per-round ratios to the stored plan (as agree_backward)."""
+    directory = store.tuned_dir(directory)
+    stored = {e.record.problem: e for e in store.entries(directory) if e.status == "ok"}
+    forward = stored.get(KERNELS["forward"].problem(shape))
+    halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
+    if forward is None or None in halves:
+        return None
+    backward_plan = _as_loaded(tuple(e.record.use for e in halves), halves)
+    backward = [stored_calls(e, {use} - {"kernel"})[use] for e, use in zip(halves, backward_plan)]
+    forward_calls = stored_calls(forward, {"blas", forward.record.use} - {"kernel"})
+    contenders = {use: lambda f=f: [f(), *(call() for call in backward)] for use, f in forward_calls.items()}
+    with measure.thread_count(numba.config.NUMBA_NUM_THREADS):
+        timings = measure.compare(contenders, rounds=measure.FINAL_MIN_ROUNDS, settle_after=tuple(contenders),
+                                  budget_s=FINAL_BUDGET_S)
+    current = forward.record.use
+    label = lambda use: f"{use} for the forward, then the backward ({backward_plan[0]} + {backward_plan[1]})"
+    versus = {use: measure.speedup(timings[use], timings[current]) for use in contenders if use != current}
+    best = max(versus, key=lambda use: versus[use].median)
+    if versus[best].median <= 1:
+        return f"kept {label(current)}; {label(best)} ran {versus[best].describe()} of its speed"
+    sentence = f"{label(best)} ran {versus[best].describe()} the speed of {label(current)}"
+    store.revise(dataclasses.replace(forward.record, use=best, revised=f"the step: {sentence}"), directory)
+    return f"revised to {sentence}"
+
+
 def stored_calls(entry, baselines):
     """{use: call} for a stored record: its stored kernel source as "kernel" (whatever the record's
     `use`) and the kernel's `baselines` by name, on arrays of its size. The whole backward times its

@@ -300,6 +300,37 @@ def test_the_other_kernels_winners_at_the_nearest_shape_seed_a_new_study(tmp_pat
     assert not {space.nearest_choice(c, problem) for c in (far, shapeless)} & set(seeded)
 
 
+def test_the_step_is_timed_and_a_forward_kernel_that_slows_it_switches_to_blas(tmp_path, monkeypatch):
+    """agree_step times each forward plan followed by the backward as the loader runs it; the
+    fastest revises the forward's record, and the loader then runs it."""
+    directory = tmp_path / "tuned"
+    shape = Shape(B=1, T=13, C=24, OC=17)
+    serial = config(4, 1, 64, 1, 1, "rows-outer", 1)
+    for name in ("forward", "backward_input"):
+        record, source = make_record(problem=KERNELS[name].problem(shape), config=serial)
+        assert store.save(record, source, directory)
+    assert search.agree_step(shape, directory) is None  # the weight gradient has no record yet
+    record, source = make_record(problem=KERNELS["backward_weight"].problem(shape), config=serial)
+    assert store.save(record, source, directory)
+
+    sentence = search.agree_step(shape, directory)  # real timings: kept or revised, records stay usable
+    assert sentence.startswith(("kept", "revised")) and all(e.status == "ok" for e in store.entries(directory))
+    forward = next(e.record for e in store.entries(directory) if e.record.problem.kernel == "forward")
+    store.revise(dataclasses.replace(forward, use="kernel", revised=""), directory)
+    timed = []
+
+    def forward_in_blas_wins(contenders, **options):
+        timed.extend(contenders)
+        return {use: measure.Timing.of([1.0 if use == "blas" else 2.0] * 6) for use in contenders}
+
+    monkeypatch.setattr(search.measure, "compare", forward_in_blas_wins)
+    assert search.agree_step(shape, directory).startswith("revised")
+    assert set(timed) == {"kernel", "blas"}
+    revised = next(e.record for e in store.entries(directory) if e.record.problem.kernel == "forward")
+    assert revised.use == "blas" and revised.revised.startswith("the step: blas for the forward")
+    assert load.Winners(directory).choice(KERNELS["forward"].problem(shape)).baseline == "blas"
+
+
 def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_blas(tmp_path, monkeypatch):
     """agree_backward times the backward as the loader runs it beside plans that swap a half for
     BLAS; the fastest plan revises the records, and the loader then runs it."""
