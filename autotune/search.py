@@ -373,7 +373,7 @@ def agree_backward(shape, directory=None):
     one round by round); like kernel against BLAS in a final comparison (_use), no noise margin
     favours what is stored."""
     directory = store.tuned_dir(directory)
-    stored = {e.record.problem: e for e in store.entries(directory) if e.status == "ok"}
+    stored = _usable_records(directory)
     halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
     if None in halves:
         return None
@@ -383,16 +383,12 @@ def agree_backward(shape, directory=None):
              for plan in itertools.product(*(list(r) for r in runs)) if _loader_runs(plan, halves)}
     current = _as_loaded(tuple(e.record.use for e in halves), halves)
     contenders = {plan: lambda calls=calls: [call() for call in calls] for plan, calls in plans.items()}
-    with measure.thread_count(numba.config.NUMBA_NUM_THREADS):
-        timings = measure.compare(contenders, rounds=measure.FINAL_MIN_ROUNDS, settle_after=tuple(contenders),
-                                  budget_s=FINAL_BUDGET_S)
+    best, speedup = _fastest_against(contenders, current)
     label = lambda plan: f"{plan[0]} for dinp + {plan[1]} for dweight"
-    versus = {plan: measure.speedup(timings[plan], timings[current]) for plan in plans if plan != current}
-    best = max(versus, key=lambda plan: versus[plan].median)
-    if versus[best].median <= 1:
+    if speedup.median <= 1:
         return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(best)}) ran "
-                f"{versus[best].describe()} of its speed")
-    sentence = f"{label(best)} ran {versus[best].describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
+                f"{speedup.describe()} of its speed")
+    sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
     for entry, use in zip(halves, best):
         if use != entry.record.use:
             store.revise(dataclasses.replace(entry.record, use=use, revised=f"the whole backward: {sentence}"),
@@ -408,11 +404,12 @@ def agree_step(shape, directory=None):
     core from a BLAS call that follows, and OpenBLAS's threads do the same to a kernel after BLAS:
     at 16,1024,48,48 on a Zen 3 a forward kernel at 1.01x BLAS alone, before a backward on BLAS,
     made the step 0.65-0.71x the best other (`bench --op step`, 4 runs), where BLAS for the forward
-    made it 0.84-1.04x (3 runs); timed here, the step ran 1.82x faster with BLAS. So each forward plan (its kernel, BLAS, what its record runs) is timed followed by
-    the backward as the loader runs it (after agree_backward), interleaved, and the forward's record
-    is revised to the fastest, by the median of per-round ratios to the stored plan (as agree_backward)."""
+    made it 0.84-1.04x (3 runs); timed here, the step ran 1.82x faster with BLAS. So each forward
+    plan (its kernel, BLAS, what its record runs) is timed followed by the backward as the loader
+    runs it (after agree_backward), interleaved, and the forward's record is revised to the fastest,
+    by the median of per-round ratios to the stored plan (as agree_backward)."""
     directory = store.tuned_dir(directory)
-    stored = {e.record.problem: e for e in store.entries(directory) if e.status == "ok"}
+    stored = _usable_records(directory)
     forward = stored.get(KERNELS["forward"].problem(shape))
     halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
     if forward is None or None in halves:
@@ -421,18 +418,30 @@ def agree_step(shape, directory=None):
     backward = [stored_calls(e, {use} - {"kernel"})[use] for e, use in zip(halves, backward_plan)]
     forward_calls = stored_calls(forward, {"blas", forward.record.use} - {"kernel"})
     contenders = {use: lambda f=f: [f(), *(call() for call in backward)] for use, f in forward_calls.items()}
+    current = forward.record.use
+    best, speedup = _fastest_against(contenders, current)
+    label = lambda use: f"{use} for the forward, then the backward ({backward_plan[0]} + {backward_plan[1]})"
+    if speedup.median <= 1:
+        return f"kept {label(current)}; {label(best)} ran {speedup.describe()} of its speed"
+    sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}"
+    store.revise(dataclasses.replace(forward.record, use=best, revised=f"the step: {sentence}"), directory)
+    return f"revised to {sentence}"
+
+
+def _usable_records(directory):
+    """{Problem: store entry} of the records in `directory` that this machine can run ("ok")."""
+    return {e.record.problem: e for e in store.entries(directory) if e.status == "ok"}
+
+
+def _fastest_against(contenders, current):
+    """The plans `contenders` ({plan: call}) timed interleaved on every core, a pause after each:
+    (the other plan with the largest median per-round speedup over `current`, that measure.Speedup)."""
     with measure.thread_count(numba.config.NUMBA_NUM_THREADS):
         timings = measure.compare(contenders, rounds=measure.FINAL_MIN_ROUNDS, settle_after=tuple(contenders),
                                   budget_s=FINAL_BUDGET_S)
-    current = forward.record.use
-    label = lambda use: f"{use} for the forward, then the backward ({backward_plan[0]} + {backward_plan[1]})"
-    versus = {use: measure.speedup(timings[use], timings[current]) for use in contenders if use != current}
-    best = max(versus, key=lambda use: versus[use].median)
-    if versus[best].median <= 1:
-        return f"kept {label(current)}; {label(best)} ran {versus[best].describe()} of its speed"
-    sentence = f"{label(best)} ran {versus[best].describe()} the speed of {label(current)}"
-    store.revise(dataclasses.replace(forward.record, use=best, revised=f"the step: {sentence}"), directory)
-    return f"revised to {sentence}"
+    versus = {plan: measure.speedup(timings[plan], timings[current]) for plan in contenders if plan != current}
+    best = max(versus, key=lambda plan: versus[plan].median)
+    return best, versus[best]
 
 
 def stored_calls(entry, baselines):
