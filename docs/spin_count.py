@@ -35,7 +35,7 @@ def child():
         function = build.build_kernel(kernel, dataclasses.replace(space.analytical_config(problem), threads=2)).function(kernel)
         arrays = kernel.inputs(problem)
         with measure.thread_count(2):
-            seconds[text] = measure.compare({"kernel": lambda: kernel.call(function, arrays)}, rounds=15, seed=0)["kernel"].median
+            seconds[text] = measure.compare({"kernel": lambda f=function, a=arrays: kernel.call(f, a)}, rounds=15, seed=0)["kernel"].median
     print(json.dumps(seconds))
 
 
