@@ -397,34 +397,38 @@ def agree_backward(shape, directory=None):
 
 
 def agree_step(shape, directory=None):
-    """Decide what the forward at `shape` runs, timed with the backward after it as a training step
-    runs them; a sentence saying what was timed and decided, or None while an op has no usable record.
+    """Decide what each of the three kernels at `shape` runs, timed as a training step runs them (the
+    forward, then the backward); a sentence saying what was timed and decided, or None while a kernel
+    has no usable record.
 
-    The forward was searched alone, but a parallel kernel's OpenMP threads spin after it and take a
+    Each kernel was searched alone, but a parallel kernel's OpenMP threads spin after it and take a
     core from a BLAS call that follows, and OpenBLAS's threads do the same to a kernel after BLAS:
     at 16,1024,48,48 on a Zen 3 a forward kernel at 1.01x BLAS alone, before a backward on BLAS,
     made the step 0.65-0.71x the best other (`bench --op step`, 4 runs), where BLAS for the forward
-    made it 0.84-1.04x (3 runs); timed here, the step ran 1.82x faster with BLAS. So each forward
-    plan (its kernel, BLAS, what its record runs) is timed followed by the backward as the loader
-    runs it (after agree_backward), interleaved, and the forward's record is revised to the fastest,
-    by the median of per-round ratios to the stored plan (as agree_backward)."""
+    made it 0.84-1.04x (3 runs). A kernel that loses to BLAS alone by a little may also win the step
+    when it spares the other kernels' BLAS neighbours. So every plan the loader would run (each
+    kernel's stored kernel, BLAS, or what its record runs; load.beside within the backward) is timed
+    as a step, interleaved, and the records the fastest plan changes are revised, by the median of
+    per-round ratios to the stored plan (as agree_backward)."""
     directory = store.tuned_dir(directory)
     stored = _usable_records(directory)
-    forward = stored.get(KERNELS["forward"].problem(shape))
-    halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
-    if forward is None or None in halves:
+    entries = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["all"]]  # forward, dinp, dweight
+    if None in entries:
         return None
-    backward_plan = _as_loaded(tuple(e.record.use for e in halves), halves)
-    backward = [stored_calls(e, {use} - {"kernel"})[use] for e, use in zip(halves, backward_plan)]
-    forward_calls = stored_calls(forward, {"blas", forward.record.use} - {"kernel"})
-    contenders = {use: lambda f=f: [f(), *(call() for call in backward)] for use, f in forward_calls.items()}
-    current = forward.record.use
+    runs = [stored_calls(e, {"blas", e.record.use} - {"kernel"}) for e in entries]
+    plans = {plan: [runs[i][use] for i, use in enumerate(plan)]
+             for plan in itertools.product(*(list(r) for r in runs)) if _loader_runs(plan[1:], entries[1:])}
+    current = (entries[0].record.use, *_as_loaded(tuple(e.record.use for e in entries[1:]), entries[1:]))
+    contenders = {plan: lambda calls=calls: [call() for call in calls] for plan, calls in plans.items()}
     best, speedup = _fastest_against(contenders, current)
-    label = lambda use: f"{use} for the forward, then the backward ({backward_plan[0]} + {backward_plan[1]})"
+    label = lambda plan: f"{plan[0]} for the forward, then {plan[1]} for dinp + {plan[2]} for dweight"
     if speedup.median <= 1:
-        return f"kept {label(current)}; {label(best)} ran {speedup.describe()} of its speed"
-    sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}"
-    store.revise(dataclasses.replace(forward.record, use=best, revised=f"the step: {sentence}"), directory)
+        return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(best)}) ran "
+                f"{speedup.describe()} of its speed")
+    sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
+    for entry, use in zip(entries, best):
+        if use != entry.record.use:
+            store.revise(dataclasses.replace(entry.record, use=use, revised=f"the step: {sentence}"), directory)
     return f"revised to {sentence}"
 
 

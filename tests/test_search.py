@@ -2,6 +2,7 @@
 the study resumes, a rerun keeps the stored winner unless it loses beyond the noise, a fresh process loads
 the winner by import without compiling, and the whole backward's timing revises a half that loses inside the op."""
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -300,9 +301,10 @@ def test_the_other_kernels_winners_at_the_nearest_shape_seed_a_new_study(tmp_pat
     assert not {space.nearest_choice(c, problem) for c in (far, shapeless)} & set(seeded)
 
 
-def test_the_step_is_timed_and_a_forward_kernel_that_slows_it_switches_to_blas(tmp_path, monkeypatch):
-    """agree_step times each forward plan followed by the backward as the loader runs it; the
-    fastest revises the forward's record, and the loader then runs it."""
+def test_the_step_is_timed_and_the_fastest_plan_of_its_three_kernels_is_stored(tmp_path, monkeypatch):
+    """agree_step times every plan the loader could run for the forward and both backward halves as
+    one step; the fastest revises each record it changes (a forward kernel that slows the step goes
+    to BLAS, and backward halves stored on BLAS go back to their kernels), and the loader runs it."""
     directory = tmp_path / "tuned"
     shape = Shape(B=1, T=13, C=24, OC=17)
     serial = config(4, 1, 64, 1, 1, "rows-outer", 1)
@@ -315,20 +317,26 @@ def test_the_step_is_timed_and_a_forward_kernel_that_slows_it_switches_to_blas(t
 
     sentence = search.agree_step(shape, directory)  # real timings: kept or revised, records stay usable
     assert sentence.startswith(("kept", "revised")) and all(e.status == "ok" for e in store.entries(directory))
-    forward = next(e.record for e in store.entries(directory) if e.record.problem.kernel == "forward")
-    store.revise(dataclasses.replace(forward, use="kernel", revised=""), directory)
+    for entry in store.entries(directory):  # the forward on its kernel, both halves on BLAS
+        use = "kernel" if entry.record.problem.kernel == "forward" else "blas"
+        store.revise(dataclasses.replace(entry.record, use=use, revised=""), directory)
     timed = []
 
-    def forward_in_blas_wins(contenders, **options):
+    def forward_in_blas_and_backward_kernels_win(contenders, **options):
         timed.extend(contenders)
-        return {use: measure.Timing.of([1.0 if use == "blas" else 2.0] * 6) for use in contenders}
+        return {plan: measure.Timing.of([1.0 if plan == ("blas", "kernel", "kernel") else 2.0] * 6)
+                for plan in contenders}
 
-    monkeypatch.setattr(search.measure, "compare", forward_in_blas_wins)
+    monkeypatch.setattr(search.measure, "compare", forward_in_blas_and_backward_kernels_win)
     assert search.agree_step(shape, directory).startswith("revised")
-    assert set(timed) == {"kernel", "blas"}
-    revised = next(e.record for e in store.entries(directory) if e.record.problem.kernel == "forward")
-    assert revised.use == "blas" and revised.revised.startswith("the step: blas for the forward")
-    assert load.Winners(directory).choice(KERNELS["forward"].problem(shape)).baseline == "blas"
+    assert set(timed) == set(itertools.product(("kernel", "blas"), repeat=3))  # serial kernels: every plan loads
+    revised = {e.record.problem.kernel: e.record for e in store.entries(directory)}
+    assert {name: r.use for name, r in revised.items()} == {"forward": "blas", "backward_input": "kernel",
+                                                           "backward_weight": "kernel"}
+    assert all(r.revised.startswith("the step: blas for the forward, then kernel for dinp") for r in revised.values())
+    winners = load.Winners(directory)
+    assert winners.choice(KERNELS["forward"].problem(shape)).baseline == "blas"
+    assert winners.choice(KERNELS["backward_weight"].problem(shape)).config == serial
 
 
 def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_blas(tmp_path, monkeypatch):
