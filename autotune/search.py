@@ -79,7 +79,7 @@ def warm_start(study, problem, directory, budget, nearest=3):
     winners of the other kernels at the nearest llm.c shape, all of these with B's panel sliced once
     per tile (slice_b; records made before it index by offset), the first of these with B read in
     place (where it can be: N = NR), in the forward all of these starting their tiles from a bias
-    slice, the first sliced one with the register block of every other NR (the analytical model's
+    slice, in the weight gradient the sliced ones with dbias's sums in registers, the first sliced one with the register block of every other NR (the analytical model's
     MR for it), those that pad N least first, and in the forward these blocks from a bias slice; then the
     winners of the `nearest` other tuned sizes of the same kernel (by log-distance of M, N, K), the
     finalists of this size's record, the analytical model's configs for every NR (A packed, A read
@@ -107,7 +107,8 @@ def warm_start(study, problem, directory, budget, nearest=3):
     blocks = [_with_block(sliced[0], m) for m in model if m.nr != sliced[0].nr] if sliced else []
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False),
                                                    dataclasses.replace(packed, pack_b=False))]
-    seeds = [*known, *sliced, *in_place, *_from_bias_slice(known), *blocks, *_from_bias_slice(blocks),
+    summed = [dataclasses.replace(c, sums_in_registers=True) for c in sliced]  # moved back but in backward_weight
+    seeds = [*known, *sliced, *in_place, *_from_bias_slice(known), *summed, *blocks, *_from_bias_slice(blocks),
              *(e.record.config for e in others),
              *(f for e in same for f, _ in e.record.finalists),
              *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block

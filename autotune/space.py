@@ -25,6 +25,7 @@ class Config:
     pack_b: bool = True  # B copied into NR-wide panels per K block, or (backward_weight, N == NR) read in place
     bias_slice: bool = False  # forward only: a tile starts from a slice of NR bias values, or indexes bias[j0 + j]
     slice_b: bool = False  # B's panel is sliced at its K block once per tile (b_panel[k]), or indexed b_panel[b_k + k]
+    sums_in_registers: bool = False  # backward_weight only: dbias's sums held NR at a time down a K block, or added per row
 
     def params(self):
         """The optuna parameters (every field)."""
@@ -38,7 +39,8 @@ class Config:
         return (f"{self.mr}x{self.nr} kc={self.kc} task={self.row_tiles}x{self.col_panels} "
                 f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place")
                 + (" split-K" if self.split_k else "") + ("" if self.pack_b else " B-in-place")
-                + (" bias-slice" if self.bias_slice else "") + (" B-sliced" if self.slice_b else ""))
+                + (" bias-slice" if self.bias_slice else "") + (" B-sliced" if self.slice_b else "")
+                + (" sums-in-registers" if self.sums_in_registers else ""))
 
     @classmethod
     def from_dict(cls, values):
@@ -50,6 +52,7 @@ SPLIT_K_KERNELS = ("backward_weight",)  # the templates that can split K between
 ROWS_IN_PLACE_KERNELS = ("forward", "backward_input")  # A read in place is MR rows, K floats apart
 B_IN_PLACE_KERNELS = ("backward_weight",)  # B (inp) is K-major rows: N / NR panel rows each where NR divides N
 BIAS_KERNELS = ("forward",)  # the templates whose tiles start from a bias
+SUMS_KERNELS = ("backward_weight",)  # the templates that sum dbias
 
 
 def choices(problem=None, target=None):
@@ -69,6 +72,7 @@ def choices(problem=None, target=None):
         "pack_b": (True, False),
         "bias_slice": (False, True),
         "slice_b": (False, True),
+        "sums_in_registers": (False, True),
     }
     if problem is not None:
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
@@ -83,6 +87,8 @@ def choices(problem=None, target=None):
             options["pack_b"] = (True,)
         if problem.kernel not in BIAS_KERNELS:
             options["bias_slice"] = (False,)
+        if problem.kernel not in SUMS_KERNELS:
+            options["sums_in_registers"] = (False,)
     return options
 
 
@@ -119,7 +125,8 @@ def analytical_config(problem, caches=None, target=None, vectors=2):
     row_tiles = _largest_at_most(options["row_tiles"], caches[2] // 2 // (kc * 4) // mr)
     col_panels = _largest_at_most(options["col_panels"], caches[3] // 2 // (kc * 4) // nr)
     threads = 1 if problem.flops < SERIAL_FLOPS else max(options["threads"])
-    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True, slice_b=True)
+    config = Config(mr, nr, kc, row_tiles, col_panels, "panels-outer", threads, pack_a=True, slice_b=True,
+                    sums_in_registers=problem.kernel in SUMS_KERNELS)
     if problem.kernel in SPLIT_K_KERNELS and threads_without_a_task(config, problem):  # a K block for every worker
         config = replace(config, split_k=True, kc=min(kc, _largest_at_most(options["kc"], problem.K // threads)))
     return config
@@ -182,6 +189,8 @@ def invalid_reason(config, problem, target=None):
         return "split_k needs more than one thread"
     if config.bias_slice and problem.kernel not in BIAS_KERNELS:
         return f"bias_slice: the {problem.kernel} template has no bias"
+    if config.sums_in_registers and problem.kernel not in SUMS_KERNELS:
+        return f"sums_in_registers: the {problem.kernel} template sums no dbias"
     misfit = b_in_place_misfits(config, problem)
     if misfit:
         return misfit

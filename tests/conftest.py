@@ -19,10 +19,10 @@ LANES = machine.target().lanes
 
 
 def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False, pack_b=True,
-           bias_slice=False, slice_b=False):
+           bias_slice=False, slice_b=False, sums_in_registers=False):
     """A Config whose NR is `vectors` of this target's vectors: the same sample on AVX2 and AVX-512."""
     return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k, pack_b,
-                        bias_slice, slice_b)
+                        bias_slice, slice_b, sums_in_registers)
 
 
 # A sample of the space that is valid on every target (at most 15 vector registers): register
@@ -61,9 +61,16 @@ SLICE_B_CASES = [
     ("backward_input", config(5, 1, 64, 1, 2, "rows-outer", 1, pack_a=False, slice_b=True)),
     ("backward_weight", config(4, 2, 64, 2, 1, "rows-outer", 2, split_k=True, slice_b=True)),
 ]
+# The weight gradient's dbias sums held in registers down each K block: split K and split tasks,
+# task rows (MC) that NR divides and that it does not (the last columns of dbias then add per row).
+SUMS_IN_REGISTERS_CONFIGS = [
+    config(4, 2, 64, 2, 1, "rows-outer", 2, split_k=True, slice_b=True, sums_in_registers=True),
+    config(3, 1, 64, 3, 2, "panels-outer", 2, pack_a=False, sums_in_registers=True),
+    config(5, 1, 128, 2, 1, "rows-outer", 1, sums_in_registers=True),
+]
 SAMPLE_CASES = ([(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
                 + [("backward_weight", c) for c in SPLIT_K_CONFIGS] + [("forward", c) for c in BIAS_SLICE_CONFIGS]
-                + SLICE_B_CASES)
+                + SLICE_B_CASES + [("backward_weight", c) for c in SUMS_IN_REGISTERS_CONFIGS])
 
 
 def kernel_function(kernel, config):

@@ -8,7 +8,8 @@ import pytest
 
 from autotune import verify
 from autotune.ops import KERNELS, Problem
-from conftest import B_IN_PLACE_CONFIGS, LANES, SAMPLE_CASES, SAMPLE_CONFIGS, SLICE_B_CASES, SPLIT_K_CONFIGS, kernel_function
+from conftest import (B_IN_PLACE_CONFIGS, LANES, SAMPLE_CASES, SAMPLE_CONFIGS, SLICE_B_CASES, SPLIT_K_CONFIGS,
+                      SUMS_IN_REGISTERS_CONFIGS, kernel_function)
 
 # (M, N, K) in each kernel's own terms: ones, primes, odd sizes, K across several blocks.
 SIZES = [(1, 1, 1), (1, 17, 3), (13, 1, 130), (37, 83, 300), (97, 61, 257), (64, 96, 64)]
@@ -41,10 +42,11 @@ def test_kernel_matches_float64_reference(name, config):
     ("backward_input", SAMPLE_CONFIGS[1]), ("backward_input", SAMPLE_CONFIGS[2]),
     ("backward_weight", SAMPLE_CONFIGS[1]), ("backward_weight", SAMPLE_CONFIGS[2]),
     ("backward_weight", SPLIT_K_CONFIGS[0]), ("backward_weight", B_IN_PLACE_CONFIGS[0]),
-    ("backward_weight", B_IN_PLACE_CONFIGS[1]), SLICE_B_CASES[1], SLICE_B_CASES[2], ("backward_weight", B_IN_PLACE_CONFIGS[3])],
+    ("backward_weight", B_IN_PLACE_CONFIGS[1]), SLICE_B_CASES[1], SLICE_B_CASES[2], ("backward_weight", B_IN_PLACE_CONFIGS[3]),
+    ("backward_weight", SUMS_IN_REGISTERS_CONFIGS[0]), ("backward_weight", SUMS_IN_REGISTERS_CONFIGS[1])],
     ids=["input-A-packed", "input-A-in-place", "weight-A-packed", "weight-A-in-place", "weight-split-K",
          "weight-split-K-B-in-place", "weight-B-in-place", "input-B-sliced", "weight-split-K-B-sliced",
-         "weight-split-K-B-in-place-sliced"])
+         "weight-split-K-B-in-place-sliced", "weight-split-K-sums-in-registers", "weight-sums-in-registers"])
 def test_backward_accumulates_instead_of_overwriting(name, config):
     """Run twice from known integer contents: the second call adds exactly the same update again."""
     kernel = KERNELS[name]
