@@ -24,7 +24,7 @@ THREADS = 2
 
 
 def configs(problem):
-    layout = dict(pack_a=False, bias_slice=True, slice_b=True)
+    layout = {"pack_a": False, "bias_slice": True, "slice_b": True}
     found = {"6x16, tasks of 48 rows": space.Config(6, 16, 64, 8, 4, "rows-outer", THREADS, **layout),
              "6x16, tasks of 384 rows": space.Config(6, 16, 64, 64, 4, "rows-outer", THREADS, **layout),
              "4x24, tasks of 32 rows": space.Config(4, 24, 64, 8, 2, "rows-outer", THREADS, **layout),
@@ -45,7 +45,8 @@ def main(rows="16384"):
         if failure is not None:
             raise SystemExit(f"{name}: {failure}")
         contenders[name] = measure.on_threads(config.threads, lambda f=function: KERNEL.call(f, arrays))
-    contenders["BLAS with beta"] = lambda f=KERNEL.baseline("blas"): KERNEL.call(f, arrays)
+    blas = KERNEL.baseline("blas")
+    contenders["BLAS with beta"] = lambda: KERNEL.call(blas, arrays)
     torch = bench.optional_torch(THREADS)
     if torch is not None:
         contenders["PyTorch"] = bench.torch_op(torch, "forward", [[arrays[n] for n in KERNEL.arguments]])
