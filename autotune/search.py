@@ -79,8 +79,9 @@ def warm_start(study, problem, directory, budget, nearest=3):
     winners of the other kernels at the nearest llm.c shape, all of these with B's panel sliced once
     per tile (slice_b; records made before it index by offset), the first of these with B read in
     place (where it can be: N = NR), in the forward all of these starting their tiles from a bias
-    slice, in the weight gradient the sliced ones with dbias's sums in registers, the first sliced one with the register block of every other NR (the analytical model's
-    MR for it), those that pad N least first, and in the forward these blocks from a bias slice; then the
+    slice, in the weight gradient the sliced ones with dbias's sums in registers, the first sliced
+    one with the register block of every other NR (the analytical model's MR for it), those that
+    pad N least first, and in the forward these blocks from a bias slice; then the
     winners of the `nearest` other tuned sizes of the same kernel (by log-distance of M, N, K), the
     finalists of this size's record, the analytical model's configs for every NR (A packed, A read
     in place, B read in place), and the first of them with one K block. Each is moved to the
