@@ -405,9 +405,9 @@ def agree_step(shape, directory=None):
 
     Each kernel was searched alone, but a parallel kernel's OpenMP threads spin after it and take a
     core from a BLAS call that follows, and OpenBLAS's threads do the same to a kernel after BLAS:
-    at 16,1024,48,48 on a Zen 3 a forward kernel at 1.01x BLAS alone, before a backward on BLAS,
-    made the step 0.65-0.71x the best other (`bench --op step`, 4 runs), where BLAS for the forward
-    made it 0.84-1.04x (3 runs). A kernel that loses to BLAS alone by a little may also win the step
+    at 16,1024,48,48 on a Zen 3 (GOMP_SPINCOUNT=10000) a forward kernel at 1.01x BLAS alone, before
+    a backward on BLAS, made the step 0.65-0.71x the best other (`bench --op step`, 4 runs), where
+    BLAS for the forward made it 0.84-1.04x (3 runs). A kernel that loses to BLAS alone by a little may also win the step
     when it spares the other kernels' BLAS neighbours. So every plan the loader would run (each
     kernel's stored kernel, BLAS, or what its record runs; load.beside within the backward) is timed
     as a step, interleaved, and the records the fastest plan changes are revised, by the median of
