@@ -381,21 +381,9 @@ def agree_backward(shape, directory=None):
         return None
     baselines = {"blas", *(e.record.use for e in halves)} - {"kernel"}  # the loader may run either half's
     runs = [stored_calls(e, baselines) for e in halves]
-    plans = {plan: [runs[i][use] for i, use in enumerate(plan)]
-             for plan in itertools.product(*(list(r) for r in runs)) if _loader_runs(plan, halves)}
-    current = _as_loaded(tuple(e.record.use for e in halves), halves)
-    contenders = {plan: lambda calls=calls: [call() for call in calls] for plan, calls in plans.items()}
-    best, speedup = _fastest_against(contenders, current)
-    label = lambda plan: f"{plan[0]} for dinp + {plan[1]} for dweight"
-    if speedup.median <= 1:
-        return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(best)}) ran "
-                f"{speedup.describe()} of its speed")
-    sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
-    for entry, use in zip(halves, best):
-        if use != entry.record.use:
-            store.revise(dataclasses.replace(entry.record, use=use, revised=f"the whole backward: {sentence}"),
-                         directory)
-    return f"revised to {sentence}"
+    return _agree(halves, runs, lambda plan: _loader_runs(plan, halves),
+                  _as_loaded(tuple(e.record.use for e in halves), halves),
+                  lambda plan: f"{plan[0]} for dinp + {plan[1]} for dweight", "the whole backward", directory)
 
 
 def agree_step(shape, directory=None):
@@ -407,8 +395,8 @@ def agree_step(shape, directory=None):
     core from a BLAS call that follows, and OpenBLAS's threads do the same to a kernel after BLAS:
     at 16,1024,48,48 on a Zen 3 (GOMP_SPINCOUNT=10000) a forward kernel at 1.01x BLAS alone, before
     a backward on BLAS, made the step 0.65-0.71x the best other (`bench --op step`, 4 runs), where
-    BLAS for the forward made it 0.84-1.04x (3 runs). A kernel that loses to BLAS alone by a little may also win the step
-    when it spares the other kernels' BLAS neighbours. So every plan the loader would run (each
+    BLAS for the forward made it 0.84-1.04x (3 runs). A kernel that loses to BLAS alone by a little
+    may also win the step when it spares the other kernels' BLAS neighbours. So every plan the loader would run (each
     kernel's stored kernel, BLAS, or what its record runs; load.beside within the backward) is timed
     as a step, interleaved, and the records the fastest plan changes are revised, by the median of
     per-round ratios to the stored plan (as agree_backward)."""
@@ -418,19 +406,28 @@ def agree_step(shape, directory=None):
     if None in entries:
         return None
     runs = [stored_calls(e, {"blas", e.record.use} - {"kernel"}) for e in entries]
+    halves = entries[1:]
+    current = (entries[0].record.use, *_as_loaded(tuple(e.record.use for e in halves), halves))
+    return _agree(entries, runs, lambda plan: _loader_runs(plan[1:], halves), current,
+                  lambda plan: f"{plan[0]} for the forward, then {plan[1]} for dinp + {plan[2]} for dweight",
+                  "the step", directory)
+
+
+def _agree(entries, runs, loadable, current, label, reason, directory):
+    """Time every plan (a use per record of `entries`, called from `runs`) that `loadable` accepts,
+    interleaved, against the stored plan `current`; revise each record the fastest plan changes
+    ("<reason>: ..."). A sentence saying what was timed and decided (`label` names a plan)."""
     plans = {plan: [runs[i][use] for i, use in enumerate(plan)]
-             for plan in itertools.product(*(list(r) for r in runs)) if _loader_runs(plan[1:], entries[1:])}
-    current = (entries[0].record.use, *_as_loaded(tuple(e.record.use for e in entries[1:]), entries[1:]))
+             for plan in itertools.product(*(list(r) for r in runs)) if loadable(plan)}
     contenders = {plan: lambda calls=calls: [call() for call in calls] for plan, calls in plans.items()}
     best, speedup = _fastest_against(contenders, current)
-    label = lambda plan: f"{plan[0]} for the forward, then {plan[1]} for dinp + {plan[2]} for dweight"
     if speedup.median <= 1:
         return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(best)}) ran "
                 f"{speedup.describe()} of its speed")
     sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
     for entry, use in zip(entries, best):
         if use != entry.record.use:
-            store.revise(dataclasses.replace(entry.record, use=use, revised=f"the step: {sentence}"), directory)
+            store.revise(dataclasses.replace(entry.record, use=use, revised=f"{reason}: {sentence}"), directory)
     return f"revised to {sentence}"
 
 
