@@ -6,10 +6,21 @@ into the output, no temporaries), without scipy's Python wrapper around each cal
 rounds), the forward took 31.0 us a call through scipy and 24.4 here, the backward (two sgemm
 calls and dbias; scipy's needs an sgemv and a vector of ones) 76.0 and 63.6; at 8,128,192,192 and
 above they are the same BLAS call (0.99-1.02x). `python docs/compiled_blas.py` times it. Callable from Python and from @njit code
-(tuned.njit's dispatch). The sgemm is numpy's own where it exports one (see numpy_sgemm).
+(tuned.njit's dispatch). The sgemm is numpy's own where it exports one (see _link_blas).
 
 sgemm is Fortran's: column-major. A C-order (rows, cols) array is a Fortran (cols, rows) one with
 leading dimension cols, so each product below is written transposed: C = A @ B is C.T = B.T @ A.T.
+
+One thread pool: each call runs on numba's threads, the ones the tuned kernels run on. OpenBLAS is
+set to one thread for the call, and each of numba's workers runs sgemm on its share (the forward's
+and the input gradient's rows; the weight gradient's B*T, into a copy per worker, summed after);
+OpenBLAS's own count is restored when the call returns. A process that ran tuned kernels and
+OpenBLAS's own threads kept two pools on the cores, and the one that had just run spun while the
+other worked: on a 2-core Zen 3 at 16,1024,48,48 a step of the forward's kernel before a backward
+through OpenBLAS's threads ran 0.43-0.44x the step all on OpenBLAS, and 1.13-1.30x with that
+backward here (`python docs/one_pool.py`, README "One thread pool"). Where OpenBLAS's thread count
+cannot be set (numpy's BLAS exports no sgemm or no thread count, see _link_blas), the calls run on OpenBLAS's
+own threads, as before.
 """
 import ctypes
 import importlib
@@ -18,45 +29,81 @@ import sys
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import cfunc, njit, prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import get_cython_function_address, intrinsic
 
 _NOT_TRANSPOSED, _TRANSPOSED = ord("n"), ord("t")
 SGEMM_SYMBOL = "autotune_sgemm"  # the name compiled code calls sgemm by; its address is set at import
+GET_THREADS_SYMBOL = "autotune_blas_get_threads"  # that OpenBLAS's thread count (0: it cannot be set)
+SET_THREADS_SYMBOL = "autotune_blas_set_threads"
+SERIAL_FLOPS = 4e6  # below this a call runs on OpenBLAS's own threads (README "One thread pool")
+
+# numpy's BLAS: (its sgemm, its thread count's getter and setter), in numpy's scipy-openblas wheels
+# (2.x) and openblas64_ (1.26)
+_NUMPY_BLAS = (("scipy_sgemm_64_", "scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+               ("sgemm_64_", "openblas_get_num_threads64_", "openblas_set_num_threads64_"))
 
 
-def numpy_sgemm():
-    """(name, address) of the 64-bit-integer sgemm that numpy's own BLAS exports, or None.
-
-    Why numpy's and not scipy's (what numba's np.dot calls): a process with numpy and scipy holds
-    two OpenBLAS libraries, each with its own threads, which spin for a while after a call. A call
-    into one while the other's threads spin fights them for the cores: on a 2-core Zen 3, a forward
-    through scipy's OpenBLAS followed by one through numpy's ran 121x slower at 4,64,48,48 and 3.7x
-    at 8,128,192,192 than two through the same library (interleaved, 7 rounds). A user's own
-    numpy matmuls run numpy's, so the tuned ops do too."""
+def _numpy_blas():
+    """{name: address} of the functions of _NUMPY_BLAS that numpy's own BLAS exports, for the
+    first of its sgemm names that it does (empty if none)."""
     core = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
     library = ctypes.CDLL(importlib.import_module(f"{core}._multiarray_umath").__file__)  # finds its BLAS too
-    for name in ("scipy_sgemm_64_", "sgemm_64_"):  # numpy's scipy-openblas wheels (2.x), openblas64_ (1.26)
-        if hasattr(library, name):
-            return name, ctypes.cast(getattr(library, name), ctypes.c_void_p).value
-    return None
+    for names in _NUMPY_BLAS:
+        if hasattr(library, names[0]):
+            return {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                    for name in names if hasattr(library, name)}
+    return {}
 
 
-def _sgemm_source():
+@cfunc(types.int32())
+def _threads_unknown():
+    return 0
+
+
+@cfunc(types.void(types.int32))
+def _threads_kept(count):
+    pass
+
+
+def _link_blas():
     """Register SGEMM_SYMBOL: numpy's sgemm, else scipy's (32-bit integers; they read the low half
-    of the 64-bit values passed, which holds the value on a little-endian CPU: sizes are < 2**31)."""
-    found = numpy_sgemm()
-    if found is None:
+    of the 64-bit values passed, which holds the value on a little-endian CPU: sizes are < 2**31).
+    Register the thread-count symbols: numpy's OpenBLAS's getter and setter where numpy's sgemm is
+    used and they are exported, else a count of 0 (the calls then run on that BLAS's own threads).
+    Symbols are resolved when code is linked: numba's on-disk cache stays valid.
+
+    Why numpy's sgemm and not scipy's (what numba's np.dot calls): a process with numpy and scipy
+    holds two OpenBLAS libraries, each with its own threads, which spin for a while after a call. A
+    call into one while the other's threads spin fights them for the cores: on a 2-core Zen 3, a
+    forward through scipy's OpenBLAS followed by one through numpy's ran 121x slower at 4,64,48,48
+    and 3.7x at 8,128,192,192 than two through the same library (interleaved, 7 rounds). A user's
+    own numpy matmuls run numpy's, so the tuned ops do too."""
+    found = _numpy_blas()
+    if found:
+        names = next(names for names in _NUMPY_BLAS if names[0] in found)
+        source, sgemm = names[0], found[names[0]]
+        settable = names[1] in found and names[2] in found
+        get, set_ = (found[names[1]], found[names[2]]) if settable else (_threads_unknown.address, _threads_kept.address)
+    else:
         if sys.byteorder != "little":
             raise ImportError("autotune.blas: numpy's BLAS has no 64-bit-integer sgemm and this CPU is big-endian")
-        found = "scipy.linalg.cython_blas sgemm", get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
-    llvm.add_symbol(SGEMM_SYMBOL, found[1])  # resolved when code is linked: numba's on-disk cache stays valid
-    return found[0]
+        source, settable = "scipy.linalg.cython_blas sgemm", False
+        sgemm = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
+        get, set_ = _threads_unknown.address, _threads_kept.address
+    for symbol, address in ((SGEMM_SYMBOL, sgemm), (GET_THREADS_SYMBOL, get), (SET_THREADS_SYMBOL, set_)):
+        llvm.add_symbol(symbol, address)
+    return source, settable
 
 
-SGEMM_SOURCE = _sgemm_source()  # which sgemm the compiled calls reach
+SGEMM_SOURCE, THREADS_SETTABLE = _link_blas()  # which sgemm the compiled calls reach; whether its thread count can be set
+
+
+def on_own_threads(flops):
+    """Whether a call of `flops` runs on OpenBLAS's own threads rather than numba's (see _workers)."""
+    return not THREADS_SETTABLE or flops < SERIAL_FLOPS
 
 
 @intrinsic
@@ -93,34 +140,136 @@ def _sgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     return signature, codegen
 
 
+@intrinsic
+def _blas_threads(typingctx):
+    """OpenBLAS's thread count for its own calls; 0 where it cannot be set."""
+    def codegen(context, builder, sig, args):
+        get = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), GET_THREADS_SYMBOL)
+        return builder.call(get, [])
+
+    return types.int32(), codegen
+
+
+@intrinsic
+def _set_blas_threads(typingctx, count):
+    """Set OpenBLAS's thread count for its own calls (for the process: OpenBLAS has no count per thread)."""
+    def codegen(context, builder, sig, args):
+        set_ = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
+                                              SET_THREADS_SYMBOL)
+        builder.call(set_, [context.cast(builder, args[0], sig.args[0], types.int32)])
+        return context.get_dummy_value()
+
+    return types.void(count), codegen
+
+
 @njit(cache=True)
-def forward(out, inp, weight, bias):
-    """out[M, N] = inp[M, K] @ weight[N, K].T + bias[N]: the bias rows copied in, then beta = 1."""
-    M, N = out.shape
+def _workers(flops):
+    """(how many shares a call is split into, OpenBLAS's own count to restore after it): as many as
+    OpenBLAS would use, run on numba's threads (on fewer if numba's count is lower: prange runs the
+    shares in turn). One share, the call runs on OpenBLAS's own threads: where its count cannot be
+    set, where it is one, and under SERIAL_FLOPS. There a numba parallel region costs more than it
+    saves: at 4,64,48,48 (1.2 MFLOP an op) the ops split ran 0.57-0.63x OpenBLAS's threads, at
+    4,256,48,48 and 8,128,96,96 (4.7 and 19 MFLOP) 0.95-1.16x (docs/one_pool.py, one run each)."""
+    own = _blas_threads()
+    if own <= 1 or flops < SERIAL_FLOPS:
+        return 1, own
+    return own, own
+
+
+@njit(cache=True)
+def _share(length, worker, workers):
+    """[begin, end) of `length` for one of `workers`: equal shares, the remainder spread."""
+    return length * worker // workers, length * (worker + 1) // workers
+
+
+@njit(cache=True)
+def _forward_rows(out, inp, weight, bias, begin, end):
+    """Rows begin..end of the forward: the bias rows copied in, then beta = 1."""
+    N = out.shape[1]
     K = inp.shape[1]
     if bias.shape[0]:
-        for i in range(M):  # element loops: numba's slice assignment ran 5x slower here
+        for i in range(begin, end):  # element loops: numba's slice assignment ran 5x slower here
             for j in range(N):
                 out[i, j] = bias[j]
     beta = 1.0 if bias.shape[0] else 0.0
-    _sgemm(_TRANSPOSED, _NOT_TRANSPOSED, N, M, K, weight, K, inp, K, beta, out, N)
+    _sgemm(_TRANSPOSED, _NOT_TRANSPOSED, N, end - begin, K, weight, K, inp[begin:end], K, beta, out[begin:end], N)
+
+
+@njit(parallel=True, cache=True)
+def forward(out, inp, weight, bias):
+    """out[M, N] = inp[M, K] @ weight[N, K].T + bias[N]; the workers split M."""
+    M, N = out.shape
+    workers, own = _workers(2.0 * M * N * inp.shape[1])
+    if workers == 1:
+        _forward_rows(out, inp, weight, bias, 0, M)
+        return
+    _set_blas_threads(1)
+    for worker in prange(workers):
+        begin, end = _share(M, worker, workers)
+        if end > begin:
+            _forward_rows(out, inp, weight, bias, begin, end)
+    _set_blas_threads(own)
 
 
 @njit(cache=True)
-def backward_input(dinp, dout, weight):
-    """dinp[M, N] += dout[M, K] @ weight[K, N], beta = 1."""
-    M, N = dinp.shape
+def _input_rows(dinp, dout, weight, begin, end):
+    N = dinp.shape[1]
     K = dout.shape[1]
-    _sgemm(_NOT_TRANSPOSED, _NOT_TRANSPOSED, N, M, K, weight, N, dout, K, 1.0, dinp, N)
+    _sgemm(_NOT_TRANSPOSED, _NOT_TRANSPOSED, N, end - begin, K, weight, N, dout[begin:end], K, 1.0, dinp[begin:end], N)
+
+
+@njit(parallel=True, cache=True)
+def backward_input(dinp, dout, weight):
+    """dinp[M, N] += dout[M, K] @ weight[K, N], beta = 1; the workers split M."""
+    M, N = dinp.shape
+    workers, own = _workers(2.0 * M * N * dout.shape[1])
+    if workers == 1:
+        _input_rows(dinp, dout, weight, 0, M)
+        return
+    _set_blas_threads(1)
+    for worker in prange(workers):
+        begin, end = _share(M, worker, workers)
+        if end > begin:
+            _input_rows(dinp, dout, weight, begin, end)
+    _set_blas_threads(own)
 
 
 @njit(cache=True)
-def backward_weight(dweight, dbias, dout, inp):
-    """dweight[M, N] += dout[K, M].T @ inp[K, N], beta = 1; dbias[M] += dout summed over K (if given)."""
+def _weight_part(dweight, dbias, dout, inp, begin, end):
+    """dweight += dout[begin:end].T @ inp[begin:end] (beta = 1); dbias += those rows of dout summed."""
     M, N = dweight.shape
-    K = dout.shape[0]
-    _sgemm(_NOT_TRANSPOSED, _TRANSPOSED, N, M, K, inp, N, dout, M, 1.0, dweight, N)
+    _sgemm(_NOT_TRANSPOSED, _TRANSPOSED, N, M, end - begin, inp[begin:end], N, dout[begin:end], M, 1.0, dweight, N)
     if dbias.shape[0]:
-        for k in range(K):
+        for k in range(begin, end):
             for i in range(M):
                 dbias[i] += dout[k, i]
+
+
+@njit(parallel=True, cache=True)
+def backward_weight(dweight, dbias, dout, inp):
+    """dweight[M, N] += dout[K, M].T @ inp[K, N], beta = 1; dbias[M] += dout summed over K (if
+    given). The workers split K: the first adds into dweight and dbias, each other into a zeroed
+    copy of its own, added to them after."""
+    M, N = dweight.shape
+    K = dout.shape[0]
+    workers, own = _workers(2.0 * M * N * K)
+    if workers == 1:
+        _weight_part(dweight, dbias, dout, inp, 0, K)
+        return
+    _set_blas_threads(1)
+    copies = np.zeros((workers - 1, M, N), np.float32)
+    sums = np.zeros((workers - 1, dbias.shape[0]), np.float32)
+    for worker in prange(workers):
+        begin, end = _share(K, worker, workers)
+        if worker == 0:
+            _weight_part(dweight, dbias, dout, inp, begin, end)
+        elif end > begin:
+            _weight_part(copies[worker - 1], sums[worker - 1], dout, inp, begin, end)
+    for i in prange(M):
+        for copy in range(workers - 1):
+            for j in range(N):
+                dweight[i, j] += copies[copy, i, j]
+    for copy in range(workers - 1):
+        for i in range(dbias.shape[0]):
+            dbias[i] += sums[copy, i]
+    _set_blas_threads(own)

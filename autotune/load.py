@@ -22,6 +22,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from autotune import blas as compiled_blas
 from autotune import build, machine, space, store
 from autotune.ops import KERNELS, Problem
 
@@ -73,7 +74,7 @@ class Winners:
         """The Choice for `problem`, agreed with the other kernel of its backward (see beside)."""
         own = self._own_choice(problem)
         sibling = _sibling(problem)
-        return own if sibling is None else beside(own, self._own_choice(sibling))
+        return own if sibling is None else beside(own, self._own_choice(sibling), problem.flops)
 
     def _own_choice(self, problem):
         entry = self.by_problem.get(problem)
@@ -118,14 +119,17 @@ def _sibling(problem):
     return None
 
 
-def beside(own, other):
-    """A BLAS call leaves OpenBLAS's threads spinning for a while, and a parallel kernel started
-    then fights them for the two cores: at 4,64,48,48 a backward whose input half ran BLAS and whose
-    weight half ran a 2-thread kernel took 9 ms a call, against 0.08 ms for both halves in BLAS and
-    0.11 ms with a 1-thread kernel (interleaved, 7 rounds). So beside a BLAS formulation, a parallel
-    kernel gives way to that formulation too."""
+def beside(own, other, flops):
+    """A BLAS call on OpenBLAS's own threads leaves them spinning for a while, and a parallel kernel
+    started then fights them for the two cores: at 4,64,48,48 a backward whose input half ran BLAS
+    and whose weight half ran a 2-thread kernel took 9 ms a call, against 0.08 ms for both halves in
+    BLAS and 0.11 ms with a 1-thread kernel (interleaved, 7 rounds). So beside a formulation that
+    runs there (numpy; the compiled BLAS below its SERIAL_FLOPS, see autotune.blas), a parallel
+    kernel gives way to that formulation too. `flops`: the backward's, the same for both halves."""
     if other.baseline is None or own.baseline is not None or own.config.threads == 1:
         return own
+    if other.baseline == "blas" and not compiled_blas.on_own_threads(flops):
+        return own  # that BLAS call runs on numba's threads, as the kernel does
     return Choice(None, own.origin, baseline=other.baseline, beside=True)
 
 

@@ -467,7 +467,8 @@ def _as_loaded(plan, halves):
     beside a baseline becomes that baseline)."""
     own = [load.Choice(None, "tuned", baseline=use) if use != "kernel" else load.Choice(e.record.config, "tuned")
            for e, use in zip(halves, plan)]
-    agreed = (load.beside(own[0], own[1]), load.beside(own[1], own[0]))
+    flops = halves[0].record.problem.flops
+    agreed = (load.beside(own[0], own[1], flops), load.beside(own[1], own[0], flops))
     return tuple(choice.baseline or "kernel" for choice in agreed)
 
 

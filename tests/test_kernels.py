@@ -1,12 +1,14 @@
 """Every template with a sample of parameter sets, at sizes that do not divide the tiles."""
+import ctypes
 import subprocess
 import sys
 
 import numba
 import numpy as np
 import pytest
+import threadpoolctl
 
-from autotune import verify
+from autotune import blas, verify
 from autotune.ops import KERNELS, Problem
 from conftest import (B_IN_PLACE_CONFIGS, LANES, SAMPLE_CASES, SAMPLE_CONFIGS, SLICE_B_CASES, SPLIT_K_CONFIGS,
                       SUMS_IN_REGISTERS_CONFIGS, kernel_function)
@@ -15,11 +17,11 @@ from conftest import (B_IN_PLACE_CONFIGS, LANES, SAMPLE_CASES, SAMPLE_CONFIGS, S
 SIZES = [(1, 1, 1), (1, 17, 3), (13, 1, 130), (37, 83, 300), (97, 61, 257), (64, 96, 64)]
 
 
-def assert_matches_reference_at_every_size(kernel, fn):
-    """Exact (integer inputs: bit for bit) and float passes at every SIZE, with the optional bias/dbias
+def assert_matches_reference_at_every_size(kernel, fn, sizes=SIZES):
+    """Exact (integer inputs: bit for bit) and float passes at every size, with the optional bias/dbias
     present and empty."""
     optional = verify.optional_arrays(kernel)
-    for M, N, K in SIZES:
+    for M, N, K in sizes:
         problem = Problem(kernel.name, M, N, K)
         for exact in (True, False):
             for without in ((), optional):
@@ -105,24 +107,53 @@ def test_inputs_are_read_only_to_every_kernel():
         assert reference.check(kernel_function(kernel, config)) is None
 
 
+# Above blas.SERIAL_FLOPS, where numba's workers split a compiled BLAS call: rows of M (one worker's
+# share empty at M = 1), or K for the weight gradient (an odd K into a copy per worker).
+SPLIT_BLAS_SIZES = [(301, 97, 257), (1, 2000, 1100), (3, 5, 400001)]
+
+
+def numpy_blas_threads():
+    """numpy's OpenBLAS's thread count, read through the getter autotune.blas calls."""
+    found = blas._numpy_blas()
+    getter = next(names[1] for names in blas._NUMPY_BLAS if names[1] in found)
+    return ctypes.CFUNCTYPE(ctypes.c_int)(found[getter])()
+
+
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_compiled_blas_matches_float64_reference(name):
-    """What the loader runs where BLAS won (autotune.blas, numpy's own sgemm), at the same sizes."""
+    """What the loader runs where BLAS won (autotune.blas, numpy's own sgemm), at the same sizes and
+    at sizes where numba's workers split the call."""
     kernel = KERNELS[name]
-    assert_matches_reference_at_every_size(kernel, kernel.blas)
+    assert all(2 * M * N * K > blas.SERIAL_FLOPS for M, N, K in SPLIT_BLAS_SIZES)
+    assert_matches_reference_at_every_size(kernel, kernel.blas, SIZES + SPLIT_BLAS_SIZES)
+
+
+@pytest.mark.parametrize("limit", [2, 1])
+def test_compiled_blas_leaves_openblas_thread_count_as_it_found_it(limit):
+    """A split call sets numpy's OpenBLAS to one thread while numba's workers run it, and restores
+    the count; where the user limited BLAS to one thread, the call runs there whole."""
+    assert blas.THREADS_SETTABLE
+    with threadpoolctl.threadpool_limits(limit, user_api="blas"):
+        for kernel in KERNELS.values():
+            problem = Problem(kernel.name, *SPLIT_BLAS_SIZES[0])
+            assert verify.Reference(kernel, problem, seed=1).check(kernel.blas) is None
+            assert numpy_blas_threads() == limit
 
 
 def test_compiled_blas_falls_back_to_scipys_32_bit_sgemm():
     """Where numpy's BLAS has no 64-bit-integer sgemm, the compiled calls reach scipy's, which reads
-    the low half of each 64-bit integer: the same answers (a fresh process, so nothing is linked yet)."""
+    the low half of each 64-bit integer, on its own threads: the same answers (a fresh process, so
+    nothing is linked yet)."""
     script = """
 import llvmlite.binding as llvm
 from numba.extending import get_cython_function_address
 from autotune import blas, verify
 from autotune.ops import KERNELS, Problem
 llvm.add_symbol(blas.SGEMM_SYMBOL, get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+llvm.add_symbol(blas.GET_THREADS_SYMBOL, blas._threads_unknown.address)  # a thread count it cannot set
+llvm.add_symbol(blas.SET_THREADS_SYMBOL, blas._threads_kept.address)
 for kernel in KERNELS.values():
-    for M, N, K in [(1, 1, 1), (37, 83, 300), (97, 61, 257)]:
+    for M, N, K in [(1, 1, 1), (37, 83, 300), (97, 61, 257), (301, 97, 257)]:
         assert verify.Reference(kernel, Problem(kernel.name, M, N, K), seed=1).check(kernel.blas) is None
 print("ok")
 """

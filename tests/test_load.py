@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tuned
-from autotune import load, render, space, store
+from autotune import blas, load, render, space, store
 from autotune.ops import KERNELS, OPS, Problem, Shape
 from conftest import LANES, make_record
 
@@ -243,17 +243,24 @@ def test_an_untuned_size_runs_the_nearest_tuned_choice_or_blas_when_nothing_near
     assert load.winners().function(far) == (KERNELS["forward"].blas, None)
 
 
-def test_beside_a_blas_half_of_the_backward_a_parallel_kernel_gives_way_and_a_serial_one_stays(tmp_path, monkeypatch):
-    for size in ((4096, 768, 768), (10, 20, 30)):  # backward_input (B*T, C, OC): BLAS won both
-        store.save(*_tuned_record(Problem("backward_input", *size), "blas"), tmp_path)
-    parallel_half, serial_half = Problem("backward_weight", 768, 768, 4096), Problem("backward_weight", 30, 20, 10)
-    for half in (parallel_half, serial_half):  # backward_weight: a kernel won both
-        store.save(*_tuned_record(half, "kernel"), tmp_path)
+def test_beside_a_half_on_openblas_threads_a_parallel_kernel_gives_way(tmp_path, monkeypatch):
+    """A parallel kernel gives way to its sibling's formulation where that runs on OpenBLAS's own
+    threads (numpy; compiled BLAS under blas.SERIAL_FLOPS), not beside compiled BLAS on numba's
+    threads; a serial kernel always stays."""
+    # backward_input (B*T, C, OC) won by a formulation; backward_weight (OC, C, B*T) by a kernel
+    pairs = [("numpy", (4096, 768, 768)), ("blas", (2048, 768, 768)), ("blas", (10, 20, 30))]
+    for use, (BT, C, OC) in pairs:
+        store.save(*_tuned_record(Problem("backward_input", BT, C, OC), use), tmp_path)
+        store.save(*_tuned_record(Problem("backward_weight", OC, C, BT), "kernel"), tmp_path)
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
-    assert space.analytical_config(parallel_half).threads > 1 and space.analytical_config(serial_half).threads == 1
-    assert load.winners().choice(parallel_half).baseline == "blas" and load.winners().choice(parallel_half).beside
-    kept = load.winners().choice(serial_half)
-    assert (kept.config, kept.origin, kept.beside) == (space.analytical_config(serial_half), "tuned", False)
+    beside_numpy, beside_blas, serial = (Problem("backward_weight", OC, C, BT) for _, (BT, C, OC) in pairs)
+    assert blas.THREADS_SETTABLE and not blas.on_own_threads(beside_blas.flops) and blas.on_own_threads(serial.flops)
+    assert space.analytical_config(beside_numpy).threads > 1 and space.analytical_config(serial).threads == 1
+    gave_way = load.winners().choice(beside_numpy)
+    assert (gave_way.baseline, gave_way.beside) == ("numpy", True)
+    for kept in (beside_blas, serial):
+        choice = load.winners().choice(kept)
+        assert (choice.config, choice.origin, choice.beside) == (space.analytical_config(kept), "tuned", False)
 
 
 @pytest.mark.parametrize("preset, expected", [(None, "unset"), ("10000", "10000")])
