@@ -17,10 +17,10 @@ and the input gradient's rows; the weight gradient's B*T, into a copy per worker
 OpenBLAS's own count is restored when the call returns. A process that ran tuned kernels and
 OpenBLAS's own threads kept two pools on the cores, and the one that had just run spun while the
 other worked: on a 2-core Zen 3 at 16,1024,48,48 a step of the forward's kernel before a backward
-through OpenBLAS's threads ran 0.43-0.44x the step all on OpenBLAS, and 1.13-1.30x with that
-backward here (`python docs/one_pool.py`, README "One thread pool"). Where OpenBLAS's thread count
-cannot be set (numpy's BLAS exports no sgemm or no thread count, see _link_blas), the calls run on OpenBLAS's
-own threads, as before.
+through OpenBLAS's threads ran 0.44x the step all on OpenBLAS's threads, and 1.10x with that
+backward here (`python docs/one_pool.py`, one run; README "One thread pool"). Under SERIAL_FLOPS,
+and where OpenBLAS's thread count cannot be set (numpy's BLAS exports no sgemm or no thread count,
+see _link_blas), the calls run on OpenBLAS's own threads, as before.
 """
 import ctypes
 import importlib
