@@ -164,14 +164,15 @@ def choices(op, shape):
 
 
 def origin(op_choices):
-    """"tuned", "near" or "far": the least measured of an op's choices (Choice.kind)."""
+    """"tuned", "kin", "near" or "far": the least measured of an op's choices (Choice.kind)."""
     kinds = {choice.kind for choice in op_choices}
-    return next(kind for kind in ("far", "near", "tuned") if kind in kinds)
+    return next(kind for kind in ("far", "near", "kin", "tuned") if kind in kinds)
 
 
 def dispatch(op_choices):
     """How `import tuned` runs an op, per kernel: a config or a baseline, and whether it was tuned at
-    this size, taken from a near tuned size, or BLAS where nothing near was tuned."""
+    this size (here or on a kin machine), taken from a near tuned size, or BLAS where nothing near
+    was tuned."""
     names = []
     for choice in op_choices:
         if choice.config is not None:

@@ -8,9 +8,11 @@ Per kernel and size (M, N, K): a size tuned on this machine runs its winner (or 
 where BLAS won, called from compiled code: autotune.blas); a size nobody tuned runs the nearest
 tuned size's choice, moved to valid values for this size, or BLAS with beta when nothing near was
 tuned (over the sweep's grid the analytical model's config ran a median 0.72x (forward) and 0.47x
-(backward) of the best other there, BLAS with beta 0.84x and 0.81x). Records from another
-machine, target or numba version are skipped: silently beside this machine's own (tuned/ holds
-several machine kinds side by side), with one warning when none is this machine's. Stale (the
+(backward) of the best other there, BLAS with beta 0.84x and 0.81x). Records of a kin machine (the same
+CPU, target and numba, other feature flags: see store) count as tuned where this machine has none
+of its own for the size. Records from another machine, target or numba version are skipped:
+silently beside this machine's own (tuned/ holds several machine kinds side by side), with one
+warning when none is this machine's. Stale (the
 templates changed) or corrupt records are skipped with one warning per directory.
 """
 import os
@@ -28,6 +30,7 @@ from autotune.ops import KERNELS, Problem
 
 NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
 FAR = "nothing tuned near"  # the origin of BLAS with beta at such a size
+KIN = "tuned on kin"  # the origin of a kin record's choice (see store), followed by its fingerprint
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Choice:
     """What runs for one problem: a config, or the baseline that beat the kernels ("blas", "numpy");
     where that came from; and a stored winner's exact source (else it is rendered from the config)."""
     config: space.Config | None
-    origin: str  # "tuned", "nearest tuned <problem>" or FAR
+    origin: str  # "tuned", KIN + " <fingerprint>", "nearest tuned <problem>" or FAR
     source: str | None = None
     compile_flags: dict | None = None
     baseline: str | None = None
@@ -43,8 +46,10 @@ class Choice:
 
     @property
     def kind(self):
-        """"tuned", "near" or "far": how much of this choice was measured at this size."""
-        return "tuned" if self.origin == "tuned" else "far" if self.origin == FAR else "near"
+        """"tuned", "kin", "near" or "far": how much of this choice was measured at this size, here."""
+        if self.origin in ("tuned", FAR):
+            return "far" if self.origin == FAR else "tuned"
+        return "kin" if self.origin.startswith(KIN) else "near"
 
 
 class Winners:
@@ -52,22 +57,30 @@ class Winners:
 
     def __init__(self, directory):
         self.directory = directory
-        self.by_problem = {}
-        damaged, foreign = [], set()
+        own, kin, damaged, foreign = {}, {}, [], set()
         for entry in store.entries(directory):
             if entry.status == "ok":
-                self.by_problem[entry.record.problem] = entry
+                own[entry.record.problem] = entry
+            elif entry.status == "kin":
+                newest = kin.get(entry.record.problem)
+                if newest is None or entry.record.date > newest.record.date:
+                    kin[entry.record.problem] = entry
             elif entry.status == "foreign":
                 foreign.add(entry.record.fingerprint.get("id", "?"))
             else:
                 damaged.append(f"{entry.path.name} ({entry.status}: {entry.reason})")
+        self.by_problem = {**kin, **own}  # this machine's own record of a size first
         if damaged:
             warnings.warn(f"autotune: not using {len(damaged)} record(s) in {directory}: " + "; ".join(damaged),
                           stacklevel=4)
-        if foreign and not self.by_problem:  # beside this machine's own records, other kinds' are expected
+        if (foreign or kin) and not own:  # beside this machine's own records, other kinds' are expected
+            kin_ids = sorted({e.record.fingerprint["id"] for e in kin.values()})
+            runs = (f"{len(kin)} records of {', '.join(kin_ids)} (this CPU and target, other feature flags) run"
+                    if kin else "BLAS with beta = 1 runs")
             warnings.warn(f"autotune: no record in {directory} was made on this machine (fingerprint "
-                          f"{machine.fingerprint()['id']}; records there come from {', '.join(sorted(foreign))}): "
-                          "BLAS with beta = 1 runs until you search here (python -m autotune search)", stacklevel=4)
+                          f"{machine.fingerprint()['id']}; records there come from "
+                          f"{', '.join(sorted(foreign | set(kin_ids)))}): {runs} until you search here "
+                          "(python -m autotune search)", stacklevel=4)
         self.functions = {}
 
     def choice(self, problem):
@@ -80,9 +93,10 @@ class Winners:
         entry = self.by_problem.get(problem)
         if entry is not None:
             record = entry.record
+            origin = "tuned" if entry.status == "ok" else f"{KIN} {record.fingerprint['id']}"
             if record.use != "kernel":
-                return Choice(None, "tuned", baseline=record.use)
-            return Choice(record.config, "tuned", entry.source, record.compile_flags)
+                return Choice(None, origin, baseline=record.use)
+            return Choice(record.config, origin, entry.source, record.compile_flags)
         tuned = [r.record for r in self.by_problem.values() if r.record.problem.kernel == problem.kernel]
         near = min(tuned, key=lambda r: r.problem.distance(problem), default=None)
         if near is not None and near.problem.distance(problem) <= NEAR:

@@ -85,7 +85,8 @@ def warm_start(study, problem, directory, budget, nearest=3):
     winners of the `nearest` other tuned sizes of the same kernel (by log-distance of M, N, K), the
     finalists of this size's record, the analytical model's configs for every NR (A packed, A read
     in place, B read in place), and the first of them with one K block. Each is moved to the
-    nearest valid choice. Records from other machines say nothing about this one.
+    nearest valid choice. Records of a kin machine (this CPU and target, see store) count as this
+    machine's; records from other machines say nothing about this one.
 
     Why the other kernels: the three share the micro-kernel and the task loop, and what suits this
     CPU carries over. On a Zen 4 the forward's and the input gradient's winners (12 x 32, K blocks of
@@ -95,7 +96,7 @@ def warm_start(study, problem, directory, budget, nearest=3):
     (K blocks of 64 or 128 for a 32 KiB L1) ran at 0.6-0.9x the speed of the winners (K blocks of
     768) in the first studies of the 2026-11-30 re-tune: register blocks compared in a layout
     nobody would pick."""
-    usable = [e for e in store.entries(directory) if e.status in ("ok", "stale")]
+    usable = [e for e in store.entries(directory) if e.status in ("ok", "kin", "stale")]
     earlier = sorted((e for e in usable if e.record.problem.kernel == problem.kernel),
                      key=lambda e: e.record.problem.distance(problem))
     same = [e for e in earlier if e.record.problem == problem]

@@ -6,8 +6,17 @@
 A Record is built once, by the search's final comparison, and read by load, report, pull and the
 command line; its JSON form is Record.to_json / Record.from_json. Writes are atomic (temporary
 file + os.replace) under a lock. A record is used only if it is intact and was made on this
-machine fingerprint, and today's templates still render its config to its source; anything else is
-reported, never trusted.
+machine fingerprint (or a kin of it, below), and today's templates still render its config to its
+source; anything else is reported, never trusted.
+
+A kin record was made on the same CPU model, LLVM CPU name, vector target, core count and numba as
+this machine, whose host feature flags (LLVM's list, hashed into the fingerprint) differ. Virtual
+machines of one kind differ there: two 2-core Zen 3 machines here, both `znver3` with 256-bit
+vectors, listed other flags (fingerprints e98c80d87e and 5e11efd19e), so this machine ran none of
+the records tuned on the other. The flags that set the kernels' code (vector width, registers) are
+in the target, read from the code numba emits, and a kernel is compiled here from its source: a
+kin record runs correctly, and was measured on a CPU of the same model. Its status is "kin"; the loader
+takes it where this machine has no record of its own for the size.
 """
 import contextlib
 import fcntl
@@ -136,7 +145,7 @@ def stem(problem, fingerprint_id):
 @dataclass
 class Entry:
     path: Path
-    status: str  # "ok", "foreign", "stale" or "corrupt"
+    status: str  # "ok", "kin" (see kin), "foreign", "stale" or "corrupt"
     reason: str
     record: Record | None = None
     source: str | None = None
@@ -192,8 +201,8 @@ def read(path):
     if record.problem.kernel not in KERNELS:
         return Entry(path, "corrupt", f"unknown kernel {record.problem.kernel!r}", record)
     here = machine.fingerprint()
-    if record.fingerprint != here:
-        changed = sorted(k for k in here if record.fingerprint.get(k) != here[k])
+    changed = sorted(k for k in here if k != "id" and record.fingerprint.get(k) != here[k])
+    if changed and changed != ["features"]:
         return Entry(path, "foreign", f"made on another machine, target or numba ({', '.join(changed)} differ)", record)
     try:
         same = _renders_the_same(record, source)
@@ -203,6 +212,9 @@ def read(path):
                                       f"({type(error).__name__}: {error})", record)
     if not same:
         return Entry(path, "stale", "the templates render its config to other code since it was tuned", record)
+    if changed:
+        return Entry(path, "kin", f"made on this CPU and target ({record.fingerprint.get('id', '?')}) with other "
+                                  "feature flags", record, source)
     return Entry(path, "ok", "", record, source)
 
 

@@ -70,7 +70,8 @@ def plot(rows, prefix, blas):
 
 def summary(rows):
     """Per op, one line: the tuned op against the best other over the grid (median and worst), and
-    how many shapes ran a tuned size's choice, its nearest tuned size's, or BLAS (nothing tuned near)."""
+    how many shapes ran a tuned size's choice (here or on a kin machine), its nearest tuned size's,
+    or BLAS (nothing tuned near)."""
     lines = []
     for op in ("forward", "backward"):
         op_rows = [r for r in rows if r["op"] == op]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tuned
-from autotune import blas, load, render, space, store
+from autotune import blas, load, machine, render, space, store
 from autotune.ops import KERNELS, OPS, Problem, Shape
 from conftest import LANES, make_record
 
@@ -216,6 +216,29 @@ def test_records_of_other_machines_beside_this_ones_are_skipped_quietly(rng, tmp
         warnings.simplefilter("error")
         forward_call(a)
     np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)
+
+
+def test_records_of_a_kin_machine_run_where_this_one_has_none_of_its_own(rng, tmp_path, monkeypatch):
+    """Another VM of this CPU and target whose feature flags differ: its records count as tuned
+    (origin "kin"), with one warning while this machine has none; this machine's own record of a
+    size comes first."""
+    kin = {**machine.fingerprint(), "features": "0123456789ab", "id": "kin0000001"}
+    problem = Problem("forward", 6, 7, 5)
+    store.save(*make_record(problem=problem, config=space.Config(3, LANES, 64, 1, 1, "rows-outer", 1),
+                            fingerprint=kin), tmp_path)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    a = arrays(rng, 2, 3, 5, 7)
+    with pytest.warns(UserWarning, match=r"no record .* made on this machine .*1 records of kin0000001"):
+        forward_call(a)
+    np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-4, atol=1e-4)
+    choice = load.winners().choice(problem)
+    assert (choice.kind, choice.origin, choice.config.mr) == ("kin", f"{load.KIN} kin0000001", 3)
+    assert load.winners().choice(Problem("forward", 7, 7, 5)).kind == "near"
+
+    store.save(*make_record(problem=problem, use="blas"), tmp_path)  # this machine's own
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load.Winners(tmp_path).choice(problem) == load.Choice(None, "tuned", baseline="blas")
 
 
 @pytest.mark.parametrize("baseline", ["blas", "numpy"])

@@ -55,6 +55,19 @@ def test_damaged_or_foreign_records_are_not_trusted(tmp_path, damage, status):
     assert entry.status == status and entry.reason
 
 
+def _kin_fingerprint(name="kin0000001"):
+    """This machine's fingerprint with other host feature flags (another VM of the same kind)."""
+    return {**machine.fingerprint(), "features": "0123456789ab", "id": name}
+
+
+def test_a_record_of_this_cpu_and_target_with_other_feature_flags_is_kin(tmp_path):
+    store.save(*make_record(fingerprint=_kin_fingerprint()), tmp_path)
+    [entry] = store.entries(tmp_path)
+    assert entry.status == "kin" and "kin0000001" in entry.reason and entry.source
+    store.save(*make_record(fingerprint={**_kin_fingerprint("kin0000002"), "numba": "0.1"}), tmp_path)
+    assert sorted(e.status for e in store.entries(tmp_path)) == ["foreign", "kin"]  # features and more differ
+
+
 def test_a_record_is_stale_when_todays_templates_render_its_config_to_other_code(tmp_path):
     """Stale follows the code a record ran, not the template files: another template hash whose
     rendering of this config is unchanged (a choice added for another kernel) keeps it in use."""
