@@ -47,8 +47,10 @@ class Choice:
     @property
     def kind(self):
         """"tuned", "kin", "near" or "far": how much of this choice was measured at this size, here."""
-        if self.origin in ("tuned", FAR):
-            return "far" if self.origin == FAR else "tuned"
+        if self.origin == "tuned":
+            return "tuned"
+        if self.origin == FAR:
+            return "far"
         return "kin" if self.origin.startswith(KIN) else "near"
 
 
@@ -74,7 +76,7 @@ class Winners:
             warnings.warn(f"autotune: not using {len(damaged)} record(s) in {directory}: " + "; ".join(damaged),
                           stacklevel=4)
         if (foreign or kin) and not own:  # beside this machine's own records, other kinds' are expected
-            kin_ids = sorted({e.record.fingerprint["id"] for e in kin.values()})
+            kin_ids = sorted({e.record.fingerprint.get("id", "?") for e in kin.values()})
             runs = (f"{len(kin)} records of {', '.join(kin_ids)} (this CPU and target, other feature flags) run"
                     if kin else "BLAS with beta = 1 runs")
             warnings.warn(f"autotune: no record in {directory} was made on this machine (fingerprint "
@@ -93,7 +95,7 @@ class Winners:
         entry = self.by_problem.get(problem)
         if entry is not None:
             record = entry.record
-            origin = "tuned" if entry.status == "ok" else f"{KIN} {record.fingerprint['id']}"
+            origin = "tuned" if entry.status == "ok" else f"{KIN} {record.fingerprint.get('id', '?')}"
             if record.use != "kernel":
                 return Choice(None, origin, baseline=record.use)
             return Choice(record.config, origin, entry.source, record.compile_flags)
