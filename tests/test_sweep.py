@@ -26,12 +26,17 @@ def test_sweep_on_a_tiny_grid_writes_rows_and_plots(tmp_path):
 
 
 def test_the_sweep_summary_gives_the_median_the_worst_and_where_each_choice_came_from():
-    rows = [{"op": "forward", "shape": f"B={b}", "tuned / best other": ratio, "origin": origin}
-            for b, ratio, origin in [(1, 1.02, "tuned"), (2, 0.85, "near"), (3, 0.97, "far")]]
-    rows.append({"op": "backward", "shape": "B=1", "tuned / best other": 1.1, "origin": "tuned"})
+    rows = [{"op": "forward", "shape": f"B={b}", "tuned / best other": ratio, "tuned / best other high": high,
+             "origin": origin}
+            for b, ratio, high, origin in [(1, 1.02, 1.1, "tuned"), (2, 0.85, 0.88, "near"), (3, 0.97, 1.0, "far"),
+                                           (4, 0.8, 0.95, "near")]]
+    rows.append({"op": "backward", "shape": "B=1", "tuned / best other": 1.1, "tuned / best other high": 1.2,
+                 "origin": "tuned"})
     assert sweep.summary(rows) == [
-        "forward: tuned / best other median 0.97, worst 0.85 (B=2), 1 of 3 below 0.90; dispatch: 1 tuned, 1 near, 1 far",
-        "backward: tuned / best other median 1.10, worst 1.10 (B=1), 0 of 1 below 0.90; dispatch: 1 tuned"]
+        "forward: tuned / best other median 0.91, worst 0.80 (B=4), 2 of 4 below 0.90 (1 with the whole interval "
+        "below); dispatch: 2 near, 1 tuned, 1 far",
+        "backward: tuned / best other median 1.10, worst 1.10 (B=1), 0 of 1 below 0.90 (0 with the whole interval "
+        "below); dispatch: 1 tuned"]
 
 
 def test_the_default_grid_is_the_documented_subset():
