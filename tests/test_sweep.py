@@ -33,10 +33,10 @@ def test_the_sweep_summary_gives_the_median_the_worst_and_where_each_choice_came
     rows.append({"op": "backward", "shape": "B=1", "tuned / best other": 1.1, "tuned / best other high": 1.2,
                  "origin": "tuned"})
     assert sweep.summary(rows) == [
-        "forward: tuned / best other median 0.91, worst 0.80 (B=4), 2 of 4 below 0.90 (1 with the whole interval "
-        "below); dispatch: 2 near, 1 tuned, 1 far",
-        "backward: tuned / best other median 1.10, worst 1.10 (B=1), 0 of 1 below 0.90 (0 with the whole interval "
-        "below); dispatch: 1 tuned"]
+        ("forward: tuned / best other median 0.91, worst 0.80 (B=4), 2 of 4 below 0.90 (1 with the whole interval "
+         "below); dispatch: 2 near, 1 tuned, 1 far"),
+        ("backward: tuned / best other median 1.10, worst 1.10 (B=1), 0 of 1 below 0.90 (0 with the whole interval "
+         "below); dispatch: 1 tuned")]
 
 
 def test_the_default_grid_is_the_documented_subset():
