@@ -70,8 +70,9 @@ def plot(rows, prefix, blas):
 
 def summary(rows):
     """Per op, one line: the tuned op against the best other over the grid (median and worst; the
-    shapes below 0.90, and of those the ones whose paired interval lies below it too: a call of
-    0.2 ms on these VMs reads 1.5x apart between bursts, and 3 rounds make wide intervals), and
+    shapes below 0.90, and of those the ones whose paired interval lies below it too: calls of a
+    fraction of a millisecond move widely between bursts on these VMs, and 3 rounds make wide
+    intervals), and
     how many shapes ran a tuned size's choice (here or on a kin machine), its nearest tuned size's,
     or BLAS (nothing tuned near)."""
     lines = []
