@@ -119,27 +119,28 @@ def test_every_candidate_is_timed_against_the_studys_anchor(tmp_path, steady_anc
 
 def test_a_rerun_keeps_the_stored_winner_unless_it_loses_beyond_the_noise(tmp_path, monkeypatch, steady_anchor):
     """The final comparison times the stored winner beside the new finalists; a record whose config
-    is found again, or one that is not beaten beyond the noise, is not rewritten, unless the kept
-    winner's kernel now runs slower than BLAS (by the median): then BLAS runs, its config stays."""
+    is found again, or one that is not beaten beyond the noise, keeps its config. Its kernel runs
+    only while faster than BLAS beyond the noise: a tie moves the loader to BLAS, and a record whose
+    use does not change is not rewritten."""
     storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     kernel, directory = KERNELS["forward"], tmp_path / "tuned"
     studies.open_study(kernel.problem(SHAPE), storage).enqueue_trial(params(GOOD))
     first = search.search(kernel, SHAPE, trials=1, storage=storage, directory=directory, progress=False)
     assert first.stored
     store.revise(dataclasses.replace(store.entries(directory)[0].record, use="kernel"), directory)  # BLAS may have won
-    written = next(directory.glob("*.json")).read_text()
 
     monkeypatch.setattr(search.measure, "speedup", lambda a, b, seed=0: search.measure.Speedup(1.01, 0.99, 1.03, 7))
     again = search.search(kernel, SHAPE, trials=3, storage=storage, directory=directory, progress=False)
     assert not again.stored and ("found again" in again.decision or "within noise" in again.decision)
-    assert next(directory.glob("*.json")).read_text() == written
+    [entry] = store.entries(directory)
+    assert "the loader now runs" in again.decision and entry.record.use in ("blas", "numpy")
+    assert entry.record.revised.startswith("a later final comparison") and entry.record.config == first.record.config
+    written = next(directory.glob("*.json")).read_text()
 
     monkeypatch.setattr(search.measure, "speedup", lambda a, b, seed=0: search.measure.Speedup(0.97, 0.9, 1.05, 7))
     third = search.search(kernel, SHAPE, trials=3, storage=storage, directory=directory, progress=False)
-    [entry] = store.entries(directory)
-    assert not third.stored and "the loader now runs" in third.decision
-    assert entry.record.use in ("blas", "numpy") and entry.record.revised.startswith("a later final comparison")
-    assert entry.record.config == first.record.config
+    assert not third.stored and "the loader now runs" not in third.decision
+    assert next(directory.glob("*.json")).read_text() == written
 
 
 LOAD_IN_NEW_PROCESS = """
@@ -374,6 +375,30 @@ def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_bla
     winners = load.Winners(directory)
     assert winners.choice(KERNELS["backward_weight"].problem(shape)).baseline == "blas"
     assert winners.choice(KERNELS["backward_input"].problem(shape)).config == serial
+
+
+def test_a_backward_on_blas_moves_to_kernels_only_when_they_are_faster_beyond_the_noise(tmp_path, monkeypatch):
+    """Within the noise, the whole backward keeps BLAS rather than moving a half to its kernel; a
+    plan with kernels faster beyond the noise is taken."""
+    directory = tmp_path / "tuned"
+    shape = Shape(B=1, T=13, C=24, OC=17)
+    serial = config(4, 1, 64, 1, 1, "rows-outer", 1)
+    for name in ("backward_input", "backward_weight"):
+        record, source = make_record(problem=KERNELS[name].problem(shape), config=serial)
+        assert store.save(dataclasses.replace(record, use="blas"), source, directory)
+
+    def kernels_take(seconds):
+        def compare(contenders, **options):  # the all-BLAS plan takes 1.0 s in every round
+            return {plan: measure.Timing.of([1.0] * 6 if plan == ("blas", "blas") else seconds) for plan in contenders}
+        return compare
+
+    monkeypatch.setattr(search.measure, "compare", kernels_take([0.97, 1.02, 0.99, 1.01, 0.98, 0.995]))
+    assert search.agree_backward(shape, directory).startswith("kept blas for dinp + blas for dweight")
+    assert {e.record.use for e in store.entries(directory)} == {"blas"}
+
+    monkeypatch.setattr(search.measure, "compare", kernels_take([0.9] * 6))
+    assert search.agree_backward(shape, directory).startswith("revised")
+    assert "kernel" in {e.record.use for e in store.entries(directory)}
 
 
 class LoadedMachine:
