@@ -114,7 +114,8 @@ class Record:
     def summary(self):
         """The header lines of a stored kernel: what it is, where it won and by how much."""
         p = self.problem
-        runs = "" if self.use == "kernel" else f"; {self.use} beat it, so the loader runs {self.use} for this size"
+        runs = "" if self.use == "kernel" else (f"; it did not beat {self.use} beyond the noise, so the loader runs "
+                                                f"{self.use} for this size")
         return [
             f"Tuned winner: {p.kernel} M={p.M} N={p.N} K={p.K} (searched as {self.shape})",
             f"config: {self.config.label()}{runs}",

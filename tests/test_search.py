@@ -401,6 +401,16 @@ def test_a_backward_on_blas_moves_to_kernels_only_when_they_are_faster_beyond_th
     assert "kernel" in {e.record.use for e in store.entries(directory)}
 
 
+def test_a_losing_kernel_gives_way_to_blas_with_beta_unless_numpy_beats_it_beyond_the_noise():
+    blas = measure.Timing.of([1.0] * 6)
+    close = measure.Timing.of([0.97, 1.02, 0.99, 1.01, 0.98, 0.995])  # a faster median, within the noise
+    slow_kernel = measure.Timing.of([1.5] * 6)
+    assert search._use(slow_kernel, {"blas": blas, "numpy": close})[0] == "blas"
+    assert search._use(slow_kernel, {"blas": blas, "numpy": measure.Timing.of([0.8] * 6)})[0] == "numpy"
+    assert search._use(close, {"blas": blas, "numpy": blas})[0] == "blas"  # a kernel that ties BLAS
+    assert search._use(measure.Timing.of([0.8] * 6), {"blas": blas, "numpy": blas})[0] == "kernel"
+
+
 class LoadedMachine:
     """An evaluator whose anchor runs `slowdowns[i]` times its usual time in its i-th timing (the
     last one after that): what a load on one of the cores does to a parallel anchor."""
