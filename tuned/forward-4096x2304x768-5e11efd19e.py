@@ -1,5 +1,5 @@
 # Tuned winner: forward M=4096 N=2304 K=768 (searched as B=4,T=1024,C=768,OC=2304)
-# config: 4x24 kc=768 task=64x128 panels-outer threads=2 bias-slice B-sliced; blas beat it, so the loader runs blas for this size
+# config: 4x24 kc=768 task=64x128 panels-outer threads=2 bias-slice B-sliced; it did not beat blas beyond the noise, so the loader runs blas for this size
 # 185.9 GF/s on 2 thread(s), median of 10 interleaved rounds;
 #   1.00x BLAS with beta = 1 (95% interval 0.99-1.00), 1.02x numpy on 2-D arrays;
 #   BLAS: openblas 0.3.31.188.0 Haswell (libscipy_openblas64_-32a4b2a6.so); openblas 0.3.30 Haswell (libscipy_openblas-6cdc3b4a.so); OPENBLAS_CORETYPE unset.
