@@ -423,9 +423,12 @@ def _agree(entries, runs, loadable, current, label, reason, directory):
              for plan in itertools.product(*(list(r) for r in runs)) if loadable(plan)}
     contenders = {plan: lambda calls=calls: [call() for call in calls] for plan, calls in plans.items()}
     best, speedup = _fastest_against(contenders, current)
-    if speedup.median <= 1 or (_more_kernels(best, current) and speedup.verdict() != "faster"):
+    if speedup.median <= 1:
         return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(best)}) ran "
                 f"{speedup.describe()} of its speed")
+    if _more_kernels(best, current) and speedup.verdict() != "faster":
+        return (f"kept {label(current)}: the fastest of {len(plans)} plans ({label(best)}) runs more kernels and "
+                f"ran {speedup.describe()} of its speed, within the noise")
     sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
     for entry, use in zip(entries, best):
         if use != entry.record.use:
@@ -490,13 +493,13 @@ def _revise_use(incumbent, timings, directory):
 
 
 def _use(timing, timings):
-    """("kernel" or the faster BLAS formulation, why) for a kernel's `timing` in a final comparison.
-    The kernel runs only where it is faster than BLAS beyond the noise (Speedup.verdict): BLAS is
-    what the user already has, and kernels stored on a tie lost to it later. On a Zen 3
-    (2026-12-02) the headline forward, stored at 1.01x BLAS (interval 0.98-1.01), read 0.90x the
-    best other in two `bench` runs, and the 4,1024,768,2304 forward, stored at 1.00x, read 0.87x
-    and 0.74x. A margin the other way, for a stored kernel, kept one that read 0.96x, 0.67x and
-    0.90x BLAS in three comparisons (4,64,48,48 forward)."""
+    """("kernel" or its _fallback, why) for a kernel's `timing` in a final comparison. The kernel
+    runs only where it is faster than the fallback beyond the noise (Speedup.verdict): BLAS is what
+    the user already has, and kernels stored on a tie lost to it later. On a Zen 3 (2026-12-02) the
+    headline forward, stored at 1.01x BLAS (interval 0.98-1.01), read 0.90-0.96x the best other in
+    three `bench` runs, and the 4,1024,768,2304 forward, stored at 1.00x, 0.74-1.02x. A margin the
+    other way, for a stored kernel, kept one that read 0.96x, 0.67x and 0.90x BLAS in three
+    comparisons (4,64,48,48 forward)."""
     fallback = _fallback(timings)
     versus = measure.speedup(timing, timings[fallback])
     use = "kernel" if versus.verdict() == "faster" else fallback
