@@ -17,11 +17,11 @@
 # was tuned). On a Zen 5 (2026-12-02, 06:50-07:46 UTC) a trial took 6-10 s and the whole run 56 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${RETUNE_BUDGET:-full}" = session ]; then
-    first=24 gpt2=16 headline=12 small=12 lm_head=0
-else
-    first=60 gpt2=60 headline=24 small=16 lm_head=6
-fi
+case "${RETUNE_BUDGET:-full}" in
+    session) first=24 gpt2=16 headline=12 small=12 lm_head=0 ;;
+    full) first=60 gpt2=60 headline=24 small=16 lm_head=6 ;;
+    *) echo "retune.sh: RETUNE_BUDGET is full or session, not '$RETUNE_BUDGET'" >&2; exit 2 ;;
+esac
 python -m autotune search --op all --shape 4,1024,768,768 --trials "$first" "$@"
 for shape in 4,1024,768,2304 4,1024,768,3072 4,1024,3072,768; do
     python -m autotune search --op all --shape "$shape" --trials "$gpt2" "$@"
