@@ -6,3 +6,6 @@ choices, validity) -> render (Jinja templates in templates/) -> build (numba, co
 verify and measure of each candidate in a child process) -> store (tuned/) -> load (`import tuned`).
 bench and sweep time the result against numpy and the naive loop; report draws it.
 """
+from autotune import machine
+
+machine.use_full_vector_width()  # before anything here compiles: it fixes numba's target

@@ -4,7 +4,8 @@ target), the host it runs on, and the fingerprint that names both.
 The target is what numba's code generator aims at: the host CPU unless NUMBA_CPU_NAME and
 NUMBA_CPU_FEATURES say otherwise (e.g. `haswell` and `-avx512f` make AVX2 code on an AVX-512 host).
 Its vector width and register count are read from the code numba emits for a small probe, so any
-target LLVM knows is described without a table of CPU names.
+target LLVM knows is described without a table of CPU names. Where that code would leave half of
+an AVX-512 unit idle, `import autotune` asks for the full width (use_full_vector_width).
 """
 import functools
 import hashlib
@@ -12,13 +13,18 @@ import json
 import os
 import platform
 import re
+import subprocess
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import llvmlite
 import llvmlite.binding as llvm
 import numba
+import numba.core.codegen
 import numba.core.config
+import numba.core.registry
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class Target:
     """The vector unit numba compiles for."""
     isa: str  # "x86_64", "aarch64", ...
     cpu: str  # LLVM's CPU name, e.g. "znver1"
-    features: str  # NUMBA_CPU_FEATURES, or "host" for the host CPU's own
+    features: str  # NUMBA_CPU_FEATURES: "host" stands for the host CPU's own, e.g. "host,-prefer-256-bit"
     vector_bits: int  # widest vector register the generated code uses
     registers: int  # architectural vector registers
 
@@ -39,24 +45,76 @@ class Target:
 @functools.cache
 def target():
     cpu = numba.core.config.CPU_NAME or llvm.get_host_cpu_name()
-    features = numba.core.config.CPU_FEATURES or "host"
-    return Target(platform.machine(), cpu, features, *_known_probe(cpu, features))
+    features = numba.core.config.CPU_FEATURES or host_features()
+    return Target(platform.machine(), cpu, features.replace(host_features(), "host", 1), *_known_probe(cpu, features))
+
+
+def host_features():
+    """The host CPU's features as numba passes them to LLVM when NUMBA_CPU_FEATURES is unset."""
+    return numba.core.codegen.get_host_cpu_features()
+
+
+# LLVM tunes Intel's AVX-512 cores (Skylake-X to Granite Rapids) to prefer 256-bit vectors, so
+# numba's code there uses half of each FMA unit. On an Intel AVX-512 host (KVM, 2 cores, LLVM
+# `rocketlake`, 2026-12-02) the FMA peak read 259 GF/s with 256-bit vectors and 476 with
+# -prefer-256-bit; an 8-trial forward search at 4,1024,768,768 found 137 and 270 GF/s (0.40x and
+# 0.81x BLAS with beta). AMD's Zen 4 and 5 get 512-bit code without it.
+FULL_WIDTH = "-prefer-256-bit"
+
+
+def use_full_vector_width():
+    """Run on `import autotune`: where the host has AVX-512 but numba's code would use 256-bit
+    vectors, set NUMBA_CPU_FEATURES to the host's features and FULL_WIDTH, for this process and the
+    children it starts. A NUMBA_CPU_NAME or NUMBA_CPU_FEATURES the user set is kept, and so is the
+    target numba has already compiled for in this process (the fingerprint must describe the code)."""
+    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
+        return
+    host = host_features()
+    if not wants_full_width(host, _known_probe(llvm.get_host_cpu_name(), host)[0]):
+        return
+    if "_toplevel_target_context" in vars(numba.core.registry.cpu_target):
+        warnings.warn(f"autotune: numba compiled code before autotune was imported, so its kernels use "
+                      f"256-bit vectors on this AVX-512 CPU and run at about half speed; import autotune "
+                      f"(or tuned) first, or set NUMBA_CPU_FEATURES to the host's features and {FULL_WIDTH}",
+                      stacklevel=3)
+        return
+    os.environ["NUMBA_CPU_FEATURES"] = f"{host},{FULL_WIDTH}"
+    numba.core.config.reload_config()
+    target.cache_clear()
+    fingerprint.cache_clear()
+
+
+def wants_full_width(features, vector_bits):
+    """True for a host whose `features` include AVX-512 but whose code uses `vector_bits` < 512."""
+    return "+avx512f" in features.split(",") and vector_bits < 512
 
 
 def _known_probe(cpu, features):
-    """The probe's answer, kept in the build cache: compiling it costs about a second per process."""
-    key = json.dumps([cpu, features, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                      numba.__version__, llvmlite.__version__])
+    """The probe's answer for NUMBA_CPU_NAME `cpu` and NUMBA_CPU_FEATURES `features`, kept in the build
+    cache. The probe compiles in a child (a second or two, once per machine), so that it does not
+    fix this process's target before use_full_vector_width has chosen it."""
+    key = json.dumps([cpu, features, llvm.get_host_cpu_name(), host_features(), numba.__version__, llvmlite.__version__])
     path = cache_dir() / f"vector-unit-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     try:
         return tuple(json.loads(path.read_text()))
     except (OSError, ValueError):
-        answer = _probe()
+        answer = _probe_in_child(cpu, features)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(answer))
         os.replace(tmp, path)
         return answer
+
+
+def _probe_in_child(cpu, features):
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features,
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    child = subprocess.run([sys.executable, "-c", "import json; from autotune import machine; print(json.dumps(machine._probe()))"],
+                           env=env, capture_output=True, text=True, timeout=300, check=False)
+    if child.returncode != 0:
+        raise RuntimeError(f"autotune: the vector unit probe failed for {cpu} ({features}):\n{child.stderr[-2000:]}")
+    return tuple(json.loads(child.stdout.strip().splitlines()[-1]))
 
 
 # The micro-kernel's own pattern at a size no target holds in registers: a 32 x 16 block of float32
@@ -128,7 +186,7 @@ def fingerprint():
 def target_label(t=None):
     """e.g. "znver1 (host features), 256-bit vectors, 16 registers"."""
     t = t or target()
-    features = "host features" if t.features == "host" else f"features {t.features}"
+    features = t.features.replace("host", "host features", 1) if t.features.startswith("host") else f"features {t.features}"
     return f"{t.cpu} ({features}), {t.vector_bits}-bit vectors, {t.registers} registers"
 
 
