@@ -71,6 +71,7 @@ def main(argv=None):
     search_parser.add_argument("--storage", default=study.default_storage(), metavar="URL", help="optuna storage")
     search_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR",
                                help="where winners go ($AUTOTUNE_TUNED_DIR sets the default)")
+    _keep_blas_env_option(search_parser)
 
     show_parser = commands.add_parser("show", help="list the stored winners", **defaults)
     show_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
@@ -91,8 +92,7 @@ def main(argv=None):
     bench_parser.add_argument("--rounds", type=positive(int), default=5, help="interleaved rounds; medians are reported")
     bench_parser.add_argument("--csv", default="bench.csv", help="where to write the rows")
     bench_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
-    bench_parser.add_argument("--keep-blas-env", action="store_true",
-                              help=f"keep {' and '.join(bench.BLAS_ENV)} (unset in the benchmark process otherwise)")
+    _keep_blas_env_option(bench_parser)
 
     sweep_parser = commands.add_parser("sweep", help="the seed article's sweep: naive, tuned and numpy over B, T, C",
                                        **defaults)
@@ -101,7 +101,7 @@ def main(argv=None):
     sweep_parser.add_argument("--csv", default="sweep.csv", help="where to write the rows")
     sweep_parser.add_argument("--plots", default="sweep", help="PNG prefix (needs the plot extra: matplotlib)")
     sweep_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
-    sweep_parser.add_argument("--keep-blas-env", action="store_true", help="keep a preset OpenBLAS kernel")
+    _keep_blas_env_option(sweep_parser)
     sweep_parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
                               help="first search every kernel of every shape of the grid, N trials each (0: time "
                                    "what tuned/ holds); workers sharing --storage split these searches")
@@ -112,6 +112,7 @@ def main(argv=None):
                                       **defaults)
     pull_parser.add_argument("--storage", required=True, metavar="URL", help="optuna storage the workers used")
     pull_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="where winners go")
+    _keep_blas_env_option(pull_parser)
 
     report_parser = commands.add_parser("report", help="an HTML page of the winners, their searches and importances",
                                         **defaults)
@@ -165,6 +166,9 @@ def _writable_tuned_dir(args):
 
 
 def run_search(args):
+    rerun = _without_preset_blas(args)
+    if rerun is not None:
+        return rerun
     directory = _writable_tuned_dir(args)  # before the search, not after it
     _stop_searches_on_signals()
     matmuls = ops.model_matmuls(args.model, args.batch, args.seq) if args.model else [ops.ModelMatmul("", args.shape, 1)]
@@ -230,14 +234,26 @@ def _or_dash(value):
     return "-" if value != value else value  # NaN: not measured
 
 
+def _keep_blas_env_option(parser):
+    parser.add_argument("--keep-blas-env", action="store_true",
+                        help=f"keep {' and '.join(bench.BLAS_ENV)}: compare against the OpenBLAS kernel they force "
+                             f"(unset in this command's process otherwise, so that BLAS runs its best kernel)")
+
+
 def _without_preset_blas(args):
-    """numpy picks its OpenBLAS kernel at import: rerun without the preset, or None to go on here."""
+    """numpy picks its OpenBLAS kernel at import: rerun without the preset, or None to go on here.
+    A search decides against BLAS too: a forced older kernel would make a kernel look ahead of the
+    BLAS a user gets without the preset."""
     preset = [name for name in bench.BLAS_ENV if name in os.environ]
     if not preset or args.keep_blas_env:
         return None
     env = {k: v for k, v in os.environ.items() if k not in bench.BLAS_ENV}
-    print(f"unsetting {', '.join(preset)} for the benchmark process", file=sys.stderr)
-    return subprocess.run([sys.executable, "-m", "autotune", *sys.argv[1:]], env=env).returncode
+    print(f"unsetting {', '.join(preset)} for this command's process (--keep-blas-env keeps them)", file=sys.stderr)
+    with subprocess.Popen([sys.executable, "-m", "autotune", *sys.argv[1:]], env=env) as child:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # the child got it too, and finishes as it says
+            return child.wait()
 
 
 def run_sweep(args):
@@ -329,6 +345,9 @@ def _short(shape_text):
 
 
 def run_pull(args):
+    rerun = _without_preset_blas(args)
+    if rerun is not None:
+        return rerun
     directory = _writable_tuned_dir(args)
     outcomes, skipped = search.pull(args.storage, directory)
     print_outcomes(outcomes, directory)
