@@ -14,7 +14,8 @@
 #                           # its forward (2026-11-30), so about 100 minutes in all; a Zen 1, longer
 # RETUNE_BUDGET=session takes a session's budget instead: 24 trials at the attention projection, 16
 # at the other GPT-2 sizes, 12 at the rest, no LM head (it runs BLAS with beta where nothing near
-# was tuned). On a Zen 5 (2026-12-02, 06:50-07:46 UTC) a trial took 6-10 s and the whole run 56 minutes.
+# was tuned). On a Zen 5 (2026-12-02, 06:50-07:46 UTC) a trial took 6-10 s and the whole run 56 minutes;
+# on an Intel Xeon with AVX-512 (2026-12-02, 11:02-11:47 UTC) 45 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${RETUNE_BUDGET:-full}" in
