@@ -84,3 +84,15 @@ def test_a_reader_that_leaves_early_gets_no_traceback(tuned):
     reader_gone.stdout.close()
     assert "Traceback" not in reader_gone.stderr.read()
     assert reader_gone.wait(timeout=120) == 141  # as a shell reports a pipeline member killed by SIGPIPE
+
+
+def test_a_search_runs_without_a_preset_openblas_kernel(tmp_path, tuned):
+    """OPENBLAS_CORETYPE forces an OpenBLAS kernel at numpy's import: the search reruns itself without
+    it, so that its decisions compare against the BLAS a user gets (bench and sweep do the same)."""
+    env = {**os.environ, "AUTOTUNE_TUNED_DIR": str(tuned), "OPENBLAS_CORETYPE": "Haswell"}
+    result = subprocess.run([sys.executable, "-m", "autotune", "search", "--shape", "1,8,16,16", "--trials", "1",
+                             "--storage", f"sqlite:///{tmp_path / 'studies.sqlite3'}"],
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "unsetting OPENBLAS_CORETYPE" in result.stderr
+    assert "OPENBLAS_CORETYPE unset" in result.stdout
