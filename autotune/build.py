@@ -74,8 +74,7 @@ def _compile_in_child(name, path, flags):
     marker = _compiled_marker(path)
     if marker.exists():
         return False
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = machine.child_environment()
     child = subprocess.run([sys.executable, "-m", "autotune.build", str(path), name, json.dumps(flags)],
                            env=env, capture_output=True, timeout=CHILD_COMPILE_LIMIT_S, check=False)
     if child.returncode != 0:

@@ -106,10 +106,15 @@ def _known_probe(cpu, features):
         return answer
 
 
-def _probe_in_child(cpu, features):
+def child_environment(**extra):
+    """os.environ for a child Python that imports this package (wherever it lies), plus `extra`."""
     package_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features,
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    return {**os.environ, **extra,
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+
+def _probe_in_child(cpu, features):
+    env = child_environment(NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)
     child = subprocess.run([sys.executable, "-c", "import json; from autotune import machine; print(json.dumps(machine._probe()))"],
                            env=env, capture_output=True, text=True, timeout=300, check=False)
     if child.returncode != 0:
