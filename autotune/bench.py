@@ -139,16 +139,6 @@ def torch_op(torch, op, args):
     return backward
 
 
-def optional_torch(threads):
-    """The torch module set to `threads`, or None when it is not installed."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    return torch
-
-
 def torch_info(torch):
     if torch is None:
         return "not installed"
@@ -245,7 +235,7 @@ def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progr
     """Rows per shape and op; the naive loop is skipped past `naive_max_gflop`."""
     threads = machine.max_threads()
     peak = fma_peak(threads)
-    torch = optional_torch(threads)
+    torch = ops.torch_or_none()  # on numba's thread count, as every other contender
     rows = []
     for shape in shapes:
         for op in op_names:
@@ -265,7 +255,7 @@ def model_step(model, batch, seq, rounds, progress=print):
     (times the number of layers) for every contender; rows per matmul and op, then the step's total."""
     threads = machine.max_threads()
     peak = fma_peak(threads)
-    torch = optional_torch(threads)
+    torch = ops.torch_or_none()  # on numba's thread count, as every other contender
     rows, total = [], {}
     for matmul in ops.model_matmuls(model, batch, seq):
         for op in ("forward", "backward"):

@@ -4,8 +4,9 @@
     tuned.matmul_forward(out, inp, weight, bias)                    # out = inp @ weight.T + bias
     tuned.matmul_backward(dinp, dweight, dbias, dout, inp, weight)  # accumulates, as llm.c does
 
-Per kernel and size (M, N, K): a size tuned on this machine runs its winner (or BLAS with beta
-where BLAS won, called from compiled code: autotune.blas); a size nobody tuned runs the nearest
+Per kernel and size (M, N, K): a size tuned on this machine runs its winner (or the fallback that
+beat it: BLAS with beta, called from compiled code (autotune.blas), numpy on 2-D views, or PyTorch
+where it was installed at the search, and is now; else BLAS); a size nobody tuned runs the nearest
 tuned size's choice, moved to valid values for this size, or BLAS with beta when nothing near was
 tuned (over the sweep's grid the analytical model's config ran a median 0.72x (forward) and 0.47x
 (backward) of the best other there, BLAS with beta 0.84x and 0.81x). Records of a kin machine (the same
@@ -25,7 +26,7 @@ from numba import types
 from numba.extending import overload
 
 from autotune import blas as compiled_blas
-from autotune import build, machine, space, store
+from autotune import build, machine, ops, space, store
 from autotune.ops import KERNELS, Problem
 
 NEAR = 1.5  # a tuned size this close (sum of |log ratio| of M, N, K) speaks for an untuned one
@@ -72,6 +73,10 @@ class Winners:
             else:
                 damaged.append(f"{entry.path.name} ({entry.status}: {entry.reason})")
         self.by_problem = {**kin, **own}  # this machine's own record of a size first
+        on_torch = [e for e in self.by_problem.values() if e.record.use == "torch"]
+        if on_torch and ops.runnable("torch") != "torch":
+            warnings.warn(f"autotune: {len(on_torch)} record(s) in {directory} run PyTorch, which is not installed: "
+                          "BLAS with beta runs there (pip install 'llmc-autotune[torch]')", stacklevel=4)
         if damaged:
             warnings.warn(f"autotune: not using {len(damaged)} record(s) in {directory}: " + "; ".join(damaged),
                           stacklevel=4)
@@ -97,14 +102,14 @@ class Winners:
             record = entry.record
             origin = "tuned" if entry.status == "ok" else f"{KIN} {record.fingerprint.get('id', '?')}"
             if record.use != "kernel":
-                return Choice(None, origin, baseline=record.use)
+                return Choice(None, origin, baseline=ops.runnable(record.use))
             return Choice(record.config, origin, entry.source, record.compile_flags)
         tuned = [r.record for r in self.by_problem.values() if r.record.problem.kernel == problem.kernel]
         near = min(tuned, key=lambda r: r.problem.distance(problem), default=None)
         if near is not None and near.problem.distance(problem) <= NEAR:
             origin = f"nearest tuned {near.problem}"
             if near.use != "kernel":
-                return Choice(None, origin, baseline=near.use)
+                return Choice(None, origin, baseline=ops.runnable(near.use))
             config = space.nearest_choice(near.config, problem)
             if space.invalid_reason(config, problem) is None:
                 return Choice(config, origin)

@@ -11,7 +11,9 @@ llm.c's matmul_backward is backward_input followed by backward_weight. The forwa
 backward's dbias may be empty arrays (length 0): no bias, no dbias.
 """
 import abc
+import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,7 @@ import scipy.linalg.blas
 from numba import njit, prange
 
 from autotune import blas as compiled_blas
+from autotune import machine
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,50 @@ class Kernel(abc.ABC):
 #           nothing was tuned near, so what the search's kernels must beat
 #   scipy_blas  the same through scipy's Python wrapper, sgemv for dbias: what a user writes
 #           (bench's "BLAS beta"); at 4,64,48,48 the wrapper makes it 1.2-1.3x slower than blas
+#   torch   PyTorch's addmm / addmm_ on tensors sharing the arrays' memory (MKL on its x86 wheels),
+#           where the optional extra is installed
 #   sgemm   the bare product into the output (no bias, no accumulation): a yardstick, not the job
 #   naive   the seed article's loops in numba (one thread per row, dot over K)
-BASELINES = ("numpy", "blas", "scipy_blas", "sgemm", "naive")
+BASELINES = ("numpy", "blas", "scipy_blas", "torch", "sgemm", "naive")
+# What the loaders may run where no kernel won (a record's `use`): BLAS with beta, unless another
+# of these ran faster beyond the noise in the search's final comparison (search._fallback).
+FALLBACKS = ("blas", "numpy", "torch")
+
+
+@functools.cache
+def torch_or_none():
+    """PyTorch on numba's thread count, or None where the optional extra is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(machine.max_threads())
+    return torch
+
+
+def fallbacks():
+    """The FALLBACKS this process can run: PyTorch only where it is installed."""
+    return tuple(name for name in FALLBACKS if name != "torch" or torch_or_none() is not None)
+
+
+def runnable(use):
+    """What runs for a record's `use` here: a record made where PyTorch was installed runs BLAS with
+    beta where it is not."""
+    return "blas" if use == "torch" and torch_or_none() is None else use
+
+
+def _tensors(*arrays):
+    """Tensors sharing the arrays' memory. torch warns that a read-only array makes a writable
+    tensor; the inputs are only read, so the warning is silenced (only where one is read-only: the
+    check costs microseconds at the small shapes)."""
+    torch = torch_or_none()
+    if torch is None:
+        raise RuntimeError("PyTorch is not installed: pip install 'llmc-autotune[torch]'")
+    if all(a.flags.writeable for a in arrays):
+        return [torch.from_numpy(a) for a in arrays]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return [torch.from_numpy(a) for a in arrays]
 # BLAS through scipy works on Fortran-order views of our C-order arrays, without a copy:
 # C = A @ B in C order is C.T = B.T @ A.T in Fortran order.
 
@@ -155,6 +199,14 @@ class Forward(Kernel):
                          overwrite_c=1)
 
     @staticmethod
+    def torch(out, inp, weight, bias):
+        out_t, inp_t, weight_t, bias_t = _tensors(out, inp, weight, bias)
+        if bias.shape[0]:
+            torch_or_none().addmm(bias_t, inp_t, weight_t.t(), out=out_t)
+        else:
+            torch_or_none().mm(inp_t, weight_t.t(), out=out_t)
+
+    @staticmethod
     def sgemm(out, inp, weight, bias):
         np.matmul(inp, weight.T, out=out)
 
@@ -186,6 +238,11 @@ class BackwardInput(Kernel):
     @staticmethod
     def scipy_blas(dinp, dout, weight):
         scipy.linalg.blas.sgemm(1.0, weight.T, dout.T, beta=1.0, c=dinp.T, overwrite_c=1)
+
+    @staticmethod
+    def torch(dinp, dout, weight):
+        dinp_t, dout_t, weight_t = _tensors(dinp, dout, weight)
+        dinp_t.addmm_(dout_t, weight_t)
 
     @staticmethod
     def sgemm(dinp, dout, weight):
@@ -226,6 +283,13 @@ class BackwardWeight(Kernel):
         scipy.linalg.blas.sgemm(1.0, inp.T, dout.T, beta=1.0, c=dweight.T, trans_b=1, overwrite_c=1)
         if dbias.shape[0]:
             scipy.linalg.blas.sgemv(1.0, dout.T, np.ones(dout.shape[0], np.float32), beta=1.0, y=dbias, overwrite_y=1)
+
+    @staticmethod
+    def torch(dweight, dbias, dout, inp):
+        dweight_t, dbias_t, dout_t, inp_t = _tensors(dweight, dbias, dout, inp)
+        dweight_t.addmm_(dout_t.t(), inp_t)
+        if dbias.shape[0]:
+            dbias_t.add_(dout_t.sum(0))
 
     @staticmethod
     def sgemm(dweight, dbias, dout, inp):

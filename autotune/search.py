@@ -350,7 +350,7 @@ def finish(study, kernel, problem, directory):
     if incumbent is not None and incumbent.record.config not in configs:
         built = build.build(incumbent.source, incumbent.record.compile_flags)
         functions[incumbent.record.config.label()] = (incumbent.record.config.threads, built.function(kernel))
-    timings = measure.side_by_side(kernel, problem, functions, FINAL_BUDGET_S)
+    timings = measure.side_by_side(kernel, problem, functions, FINAL_BUDGET_S, baselines=ops.fallbacks())
     best = min(configs, key=lambda c: timings[c.label()].median)
     replace, decision = _decision(best, incumbent, timings)
     record = _record(study, kernel, problem, best, configs, timings, incumbent, decision if replace else "")
@@ -379,6 +379,8 @@ def agree_backward(shape, directory=None):
     halves = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["backward"]]
     if None in halves:
         return None
+    if not _runnable_here(halves):
+        return _NOT_RUNNABLE
     baselines = {"blas", *(e.record.use for e in halves)} - {"kernel"}  # the loader may run either half's
     runs = [stored_calls(e, baselines) for e in halves]
     return _agree(halves, runs, lambda plan: _loader_runs(plan, halves),
@@ -405,6 +407,8 @@ def agree_step(shape, directory=None):
     entries = [stored.get(KERNELS[name].problem(shape)) for name in ops.OPS["all"]]  # forward, dinp, dweight
     if None in entries:
         return None
+    if not _runnable_here(entries):
+        return _NOT_RUNNABLE
     runs = [stored_calls(e, {"blas", e.record.use} - {"kernel"}) for e in entries]
     halves = entries[1:]
     current = (entries[0].record.use, *_as_loaded(tuple(e.record.use for e in halves), halves))
@@ -434,6 +438,14 @@ def _agree(entries, runs, loadable, current, label, reason, directory):
         if use != entry.record.use:
             store.revise(dataclasses.replace(entry.record, use=use, revised=f"{reason}: {sentence}"), directory)
     return f"revised to {sentence}"
+
+
+_NOT_RUNNABLE = "not timed: a record runs PyTorch, which is not installed here"
+
+
+def _runnable_here(entries):
+    """Whether every record's `use` runs in this process as stored (see ops.runnable)."""
+    return all(ops.runnable(e.record.use) == e.record.use for e in entries)
 
 
 def _more_kernels(plan, current):
@@ -507,12 +519,17 @@ def _use(timing, timings):
 
 
 def _fallback(timings):
-    """What the loader runs instead of a kernel: BLAS with beta (no temporaries), unless numpy on 2-D
-    views ran faster beyond the noise. numpy's bias pass reads `out` once more, and numpy picked by
-    the median of one final comparison (the Zen 3 headline forward, 2026-12-02) read 0.88-0.98x
-    BLAS with beta in three `bench` runs."""
-    numpy_over_blas = measure.speedup(timings["numpy"], timings["blas"])
-    return "numpy" if numpy_over_blas.verdict() == "faster" else "blas"
+    """What the loader runs instead of a kernel: BLAS with beta (no temporaries), unless another of
+    the fallbacks timed beside it (numpy on 2-D views; PyTorch, where installed) ran faster beyond
+    the noise, then the fastest of those. numpy's bias pass reads `out` once more, and numpy picked
+    by the median of one final comparison (the Zen 3 headline forward, 2026-12-02) read 0.88-0.98x
+    BLAS with beta in three `bench` runs. PyTorch's CPU wheel calls MKL, which on an Intel Xeon
+    (2026-12-02, three `bench` runs) ran 1-10% ahead of OpenBLAS at nearly every large size, and
+    on AMD CPUs behind it."""
+    over_blas = {name: measure.speedup(timings[name], timings["blas"])
+                 for name in ops.FALLBACKS if name != "blas" and name in timings}
+    faster = [name for name, speedup in over_blas.items() if speedup.verdict() == "faster"]
+    return max(faster, key=lambda name: over_blas[name].median, default="blas")
 
 
 def _decision(best, incumbent, timings):
@@ -534,7 +551,7 @@ def _record(study, kernel, problem, best, configs, timings, incumbent, decision)
     return store.Record(
         problem=problem, shape=study.user_attrs.get("shape", "?"), config=best, use=_use(timing, timings)[0],
         seconds=timing.median, spread=(timing.low, timing.high), rounds=timing.rounds,
-        baselines={name: timings[name].median for name in ("blas", "numpy")},
+        baselines={name: timings[name].median for name in ops.FALLBACKS if name in timings},
         vs_blas=(against_blas.median, against_blas.low, against_blas.high), decision=decision,
         finalists=tuple((c, timings[c.label()].median) for c in sorted(configs, key=lambda c: timings[c.label()].median)),
         blas=measure.blas_info(), trials=_trial_counts(study),

@@ -48,11 +48,11 @@ class Record:
     problem: Problem
     shape: str  # the llm.c shape it was searched as
     config: Config
-    use: str  # "kernel", or the baseline that ran faster and runs instead: "blas" or "numpy"
+    use: str  # "kernel", or the fallback that ran faster and runs instead: "blas", "numpy" or "torch"
     seconds: float  # the kernel's median seconds per call
     spread: tuple  # its 25th and 75th percentiles
     rounds: int
-    baselines: dict  # {"blas" | "numpy": median seconds per call} (bench times every other contender)
+    baselines: dict  # {"blas" | "numpy" | "torch": median seconds per call} (bench times every other contender)
     vs_blas: tuple  # the kernel's paired speedup over BLAS with beta: (median, low, high)
     decision: str  # why this record was stored, in words
     finalists: tuple  # ((Config, median seconds), ...) of the final comparison, fastest first

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
-from autotune import bench, build, machine, measure, space, verify
+from autotune import bench, build, machine, measure, ops, space, verify
 from autotune.ops import KERNELS, Shape
 
 KERNEL = KERNELS["backward_weight"]
@@ -58,7 +58,7 @@ def main(shape_text="4,1024,48,48"):
             raise SystemExit(f"{name}: {failure}")
         contenders[name] = lambda function=function: KERNEL.call(function, arrays)
     contenders["blas"] = lambda: KERNEL.call(KERNEL.blas, arrays)
-    torch = bench.optional_torch(threads)
+    torch = ops.torch_or_none()  # on numba's thread count
     if torch is not None:
         contenders["torch"] = torch_dweight(torch, arrays)
     with measure.thread_count(threads):

@@ -16,7 +16,7 @@ import sys
 
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
-from autotune import bench, build, load, measure, space, verify
+from autotune import bench, build, load, measure, ops, space, verify
 from autotune.ops import KERNELS, Problem
 
 KERNEL = KERNELS["forward"]
@@ -47,7 +47,7 @@ def main(rows="16384"):
         contenders[name] = measure.on_threads(config.threads, lambda f=function: KERNEL.call(f, arrays))
     blas = KERNEL.baseline("blas")
     contenders["BLAS with beta"] = lambda: KERNEL.call(blas, arrays)
-    torch = bench.optional_torch(THREADS)
+    torch = ops.torch_or_none()  # on numba's thread count (2 on these machines)
     if torch is not None:
         contenders["PyTorch"] = bench.torch_op(torch, "forward", [[arrays[n] for n in KERNEL.arguments]])
     with measure.thread_count(THREADS):

@@ -15,7 +15,7 @@ os.environ.pop("OPENBLAS_CORETYPE", None)
 
 import numba
 
-from autotune import bench, build, measure, space, verify
+from autotune import bench, build, measure, ops, space, verify
 from autotune.ops import KERNELS, OPS, Shape
 
 DEFAULT_SHAPES = ["4,1024,48,48", "16,256,48,48", "16,1024,48,48", "64,64,48,48", "64,256,48,48",
@@ -50,7 +50,7 @@ def time_shape(shape):
     tuned = [(k, (fn, c.threads)) for k, (fn, c) in zip(kernels, model)]
     contenders = {"BLAS + BLAS": backward(blas, arrays), "model + model": backward(tuned, arrays),
                   "BLAS + model": backward([blas[0], tuned[1]], arrays)}
-    torch = bench.optional_torch(2)
+    torch = ops.torch_or_none()  # on numba's thread count (2 on these machines)
     if torch is not None:  # bench's PyTorch contender, on tensors sharing these arrays
         contenders["torch"] = bench.torch_op(torch, "backward", [[arrays[k.name][n] for n in k.arguments]
                                                                  for k in kernels])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tuned
-from autotune import blas, load, machine, render, space, store
+from autotune import blas, load, machine, ops, render, space, store
 from autotune.ops import KERNELS, OPS, Problem, Shape
 from conftest import LANES, make_record
 
@@ -39,14 +39,19 @@ def _tuned_record(problem, use):
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 13, 48, 17), (3, 11, 67, 101)]
 
 
-@pytest.fixture(params=["kernels", "blas"])
+needs_torch = pytest.mark.skipif(ops.torch_or_none() is None, reason="PyTorch (the optional extra) is not installed")
+
+
+@pytest.fixture(params=["kernels", "blas", pytest.param("torch", marks=needs_torch)])
 def dispatched(request, tmp_path, monkeypatch):
-    """The entry points in front of generated kernels (a record of every test size, the kernels won)
-    and in front of BLAS (no record: nothing tuned near)."""
-    if request.param == "kernels":
+    """The entry points in front of generated kernels (a record of every test size, the kernels won),
+    in front of BLAS (no record: nothing tuned near) and in front of PyTorch (a record of every test
+    size, PyTorch won)."""
+    if request.param != "blas":
+        use = "kernel" if request.param == "kernels" else request.param
         for B, T, C, OC in SHAPES:
             for kernel in KERNELS.values():
-                store.save(*_tuned_record(kernel.problem(Shape(B, T, C, OC)), "kernel"), tmp_path)
+                store.save(*_tuned_record(kernel.problem(Shape(B, T, C, OC)), use), tmp_path)
     monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
     return request.param
 
@@ -61,6 +66,8 @@ def runs_kernels(op, shape):
 def test_forward(rng, dispatched, B, T, C, OC, with_bias):
     a = arrays(rng, B, T, C, OC)
     assert runs_kernels("forward", (B, T, C, OC)) == (dispatched == "kernels")
+    if dispatched == "torch":
+        assert load.winners().function(Problem("forward", B * T, OC, C))[0] is KERNELS["forward"].torch
     bias = a["bias"] if with_bias else None
     tuned.matmul_forward(a["out"], a["inp"], a["weight"], bias)
     expected = f64(a["inp"]) @ f64(a["weight"]).T + (f64(a["bias"]) if with_bias else 0)
@@ -253,6 +260,15 @@ def test_a_size_where_a_baseline_won_runs_it_and_so_do_its_neighbours(rng, tmp_p
         np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T + a["bias"], rtol=1e-5, atol=1e-5)
         forward_call(a, bias=None)  # no bias: the baseline must not add one
         np.testing.assert_allclose(a["out"], a["inp"] @ a["weight"].T, rtol=1e-5, atol=1e-5)
+
+
+def test_a_record_that_runs_pytorch_runs_blas_with_a_warning_where_it_is_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setattr(ops, "torch_or_none", lambda: None)
+    store.save(*make_record(use="torch"), tmp_path)  # forward M=10 N=20 K=30
+    with pytest.warns(UserWarning, match="1 record.* run PyTorch, which is not installed: BLAS with beta runs"):
+        winners = load.Winners(tmp_path)
+    assert winners.choice(Problem("forward", 10, 20, 30)) == load.Choice(None, "tuned", baseline="blas")
+    assert winners.choice(Problem("forward", 12, 20, 30)).baseline == "blas"  # and its neighbours
 
 
 def test_an_untuned_size_runs_the_nearest_tuned_choice_or_blas_when_nothing_near_was_tuned(tmp_path, monkeypatch):

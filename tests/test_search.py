@@ -18,6 +18,7 @@ from autotune import (
     load,
     machine,
     measure,
+    ops,
     render,
     sandbox,
     search,
@@ -79,6 +80,7 @@ def test_search_survives_bad_candidates_stores_winner_and_resumes(tmp_path, sabo
     assert not _compiles_running_here(), "the hanging candidate's compile outlived its killed sandbox"
     assert outcome.record.trials["failed"] == 4 and outcome.record.trials["complete"] == 1
     assert outcome.record.baselines["blas"] > 0 and outcome.record.baselines["numpy"] > 0
+    assert ("torch" in outcome.record.baselines) == (ops.torch_or_none() is not None)  # timed where installed
 
     search.search(kernel, SHAPE, trials=7, storage=storage, directory=tmp_path / "tuned", progress=False)
     counted = [t for t in studies.open_study(kernel.problem(SHAPE), storage).trials if t.state in search.COUNTED]
@@ -401,14 +403,29 @@ def test_a_backward_on_blas_moves_to_kernels_only_when_they_are_faster_beyond_th
     assert "kernel" in {e.record.use for e in store.entries(directory)}
 
 
-def test_a_losing_kernel_gives_way_to_blas_with_beta_unless_numpy_beats_it_beyond_the_noise():
+def test_a_losing_kernel_gives_way_to_blas_with_beta_unless_another_fallback_beats_it_beyond_the_noise():
     blas = measure.Timing.of([1.0] * 6)
     close = measure.Timing.of([0.97, 1.02, 0.99, 1.01, 0.98, 0.995])  # a faster median, within the noise
     slow_kernel = measure.Timing.of([1.5] * 6)
+    faster, fastest = measure.Timing.of([0.9] * 6), measure.Timing.of([0.8] * 6)
     assert search._use(slow_kernel, {"blas": blas, "numpy": close})[0] == "blas"
+    assert search._use(slow_kernel, {"blas": blas, "numpy": close, "torch": close})[0] == "blas"
     assert search._use(slow_kernel, {"blas": blas, "numpy": measure.Timing.of([0.8] * 6)})[0] == "numpy"
+    assert search._use(slow_kernel, {"blas": blas, "numpy": faster, "torch": fastest})[0] == "torch"
+    assert search._use(slow_kernel, {"blas": blas, "numpy": fastest, "torch": faster})[0] == "numpy"
     assert search._use(close, {"blas": blas, "numpy": blas})[0] == "blas"  # a kernel that ties BLAS
     assert search._use(measure.Timing.of([0.8] * 6), {"blas": blas, "numpy": blas})[0] == "kernel"
+
+
+def test_plans_are_not_timed_where_a_record_runs_pytorch_and_it_is_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setattr(ops, "torch_or_none", lambda: None)
+    shape = Shape(1, 8, 16, 16)
+    for kernel in KERNELS.values():
+        use = "torch" if kernel.name == "backward_weight" else "blas"
+        store.save(*make_record(problem=kernel.problem(shape), use=use), tmp_path)
+    assert search.agree_backward(shape, tmp_path) == search._NOT_RUNNABLE
+    assert search.agree_step(shape, tmp_path) == search._NOT_RUNNABLE
+    assert {e.record.use for e in store.entries(tmp_path)} == {"torch", "blas"}  # nothing revised
 
 
 class LoadedMachine:
