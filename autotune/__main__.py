@@ -200,9 +200,10 @@ def run_search(args):
 
 def print_outcomes(outcomes, directory):
     """The table of a search or pull (narrow: `show` has every detail), then each best config and decision."""
-    print_table(["kernel", "M x N x K", "GF/s", "x BLAS", "x numpy", "trials timed/failed", "tuned/"],
+    print_table(["kernel", "M x N x K", "GF/s", "x BLAS", "x numpy", "x torch", "trials timed/failed", "tuned/"],
                 [[o.record.problem.kernel, f"{o.record.problem.M}x{o.record.problem.N}x{o.record.problem.K}",
                   f"{o.record.gflops:.1f}", f"{o.record.vs_blas[0]:.2f}", f"{o.record.speedup_over('numpy'):.2f}",
+                  _over_torch(o.record),
                   f"{o.record.trials['complete']}/{o.record.trials['failed']}",
                   ("stored" if o.stored else "kept") + (f", runs {o.record.use}" if o.stored and o.record.use != "kernel" else "")]
                  for o in outcomes])
@@ -220,7 +221,8 @@ def print_outcomes(outcomes, directory):
         blas = outcomes[0].record.blas
         print(f"\nMedians of interleaved rounds, each kernel on its own thread count, BLAS on {machine.max_threads()}. x BLAS: paired speedup over BLAS "
               f"with beta = 1 ({'; '.join(blas['libraries'])}; OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}); "
-              f"x numpy: over numpy as a user writes it on 2-D arrays. Winners in {directory}; "
+              f"x numpy: over numpy as a user writes it on 2-D arrays; x torch: over PyTorch's addmm, where "
+              f"installed. Winners in {directory}; "
               f"`python -m autotune show` lists them.")
 
 
@@ -377,17 +379,22 @@ def run_show(args):
     for entry in store.entries(directory):
         r = entry.record
         if r is None:
-            rows.append([entry.status, "?", "?", "?", "?", "?", "?", "?", f"{entry.path.name}: {entry.reason}"])
+            rows.append([entry.status, "?", "?", "?", "?", "?", "?", "?", "?", f"{entry.path.name}: {entry.reason}"])
             continue
         rows.append([entry.status, r.use, r.problem.kernel, f"{r.problem.M}x{r.problem.N}x{r.problem.K}",
                      r.config.label(), f"{r.gflops:.1f}", f"{r.vs_blas[0]:.2f}", f"{r.speedup_over('numpy'):.2f}",
-                     entry.reason or r.date])
+                     _over_torch(r), entry.reason or r.date])
     if not rows:
         print(f"no tuned kernels in {directory}")
         return 0
-    print_table(["status", "runs", "kernel", "M x N x K", "config", "GF/s", "x BLAS", "x numpy", "date / why not used"],
-                rows)
+    print_table(["status", "runs", "kernel", "M x N x K", "config", "GF/s", "x BLAS", "x numpy", "x torch",
+                  "date / why not used"], rows)
     return 0
+
+
+def _over_torch(record):
+    """The kernel's speedup over PyTorch by medians, or "-" where the search ran without it."""
+    return f"{record.speedup_over('torch'):.2f}" if "torch" in record.baselines else "-"
 
 
 def print_table(headers, rows):

@@ -121,7 +121,8 @@ class Record:
             f"config: {self.config.label()}{runs}",
             f"{self.gflops:.1f} GF/s on {self.config.threads} thread(s), median of {self.rounds} interleaved rounds;",
             f"  {self.vs_blas[0]:.2f}x BLAS with beta = 1 (95% interval {self.vs_blas[1]:.2f}-{self.vs_blas[2]:.2f}), "
-            f"{self.speedup_over('numpy'):.2f}x numpy on 2-D arrays;",
+            f"{self.speedup_over('numpy'):.2f}x numpy on 2-D arrays"
+            + (f", {self.speedup_over('torch'):.2f}x PyTorch;" if "torch" in self.baselines else ";"),
             f"  BLAS: {'; '.join(self.blas['libraries'])}; OPENBLAS_CORETYPE {self.blas['OPENBLAS_CORETYPE']}.",
             f"machine: {self.fingerprint['cpu']}, target {self.fingerprint['target']} ({self.fingerprint['id']}), "
             f"numba {self.fingerprint['numba']}; {self.trials['complete']} trials timed, {self.trials['failed']} failed; "
