@@ -1,12 +1,13 @@
 """The check that gates every candidate: right answers pass, and every wrong kernel a person could
 plausibly write is caught, at the sizes the search verifies (dweight at K = 65536 included)."""
 import importlib.util
+import warnings
 
 import numba
 import numpy as np
 import pytest
 
-from autotune import build, render, verify
+from autotune import build, ops, render, verify
 from autotune.ops import KERNELS, Problem
 from conftest import SAMPLE_CONFIGS
 
@@ -21,6 +22,20 @@ def numpy_forward(out, inp, weight, bias):
 def test_float32_blas_result_passes_the_float_pass_at_large_k():
     kernel = KERNELS["forward"]
     assert verify.Reference(kernel, Problem("forward", 8, 16, 65536)).check(numpy_forward) is None
+
+
+@pytest.mark.parametrize("kernel", KERNELS.values(), ids=KERNELS)
+def test_every_fallback_passes_the_verifier_at_odd_sizes_without_a_warning(kernel):
+    """The formulations the loaders may run instead of a kernel, on the verifier's read-only inputs
+    (torch warns about those unless told not to), with the bias or dbias present and absent. PyTorch
+    only where it is installed (CI does not install it)."""
+    for problem in (Problem(kernel.name, 1, 1, 1), Problem(kernel.name, 13, 7, 5), Problem(kernel.name, 101, 67, 3)):
+        for name in ops.fallbacks():
+            for exact, without in ((True, ()), (False, ()), (True, verify.optional_arrays(kernel))):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    reason = verify.Reference(kernel, problem, exact=exact, without=without).check(kernel.baseline(name))
+                assert reason is None, (name, problem, reason)
 
 
 def test_the_exact_pass_catches_a_dropped_term_that_the_float_tolerance_allows():
