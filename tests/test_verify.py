@@ -6,10 +6,10 @@ import warnings
 import numba
 import numpy as np
 import pytest
+from conftest import SAMPLE_CONFIGS
 
 from autotune import build, ops, render, verify
 from autotune.ops import KERNELS, Problem
-from conftest import SAMPLE_CONFIGS
 
 PACKED, IN_PLACE = SAMPLE_CONFIGS[1], SAMPLE_CONFIGS[2]  # K blocks of 128 and 64, tasks of several tiles
 
