@@ -164,6 +164,8 @@ def _tensors(*arrays):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return [torch.from_numpy(a) for a in arrays]
+
+
 # BLAS through scipy works on Fortran-order views of our C-order arrays, without a copy:
 # C = A @ B in C order is C.T = B.T @ A.T in Fortran order.
 
