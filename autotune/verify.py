@@ -12,6 +12,7 @@ Two passes, each on inputs the kernel may only read (read-only arrays):
 """
 import numpy as np
 
+from autotune import build
 from autotune.ops import Problem
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -97,3 +98,12 @@ class Verifier:
             if reason:
                 return reason
         return None
+
+    def built(self, config):
+        """The kernel of `config`, built here and checked (check); ValueError with the reason if it is
+        wrong. For the measurement scripts in docs/: the search checks its candidates in a sandbox."""
+        function = build.build_kernel(self.kernel, config).function(self.kernel)
+        reason = self.check(function, config)
+        if reason:
+            raise ValueError(f"{config.label()}: {reason}")
+        return function

@@ -20,7 +20,7 @@ os.environ.pop("OPENBLAS_CORETYPE", None)
 
 import numba
 
-from autotune import build, load, machine, measure, render, space, verify
+from autotune import load, machine, measure, render, space, verify
 from autotune.ops import KERNELS, Shape
 
 numba.core.config.SLP_VECTORIZE, numba.core.config.LOOP_VECTORIZE = (render.COMPILE_FLAGS[name] for name in
@@ -57,13 +57,7 @@ def main(kernel_name="backward_weight", shape_text="4,1024,768,768"):
         raise SystemExit(f"no record of {problem} for this machine")
     configs = scanned(entry.record.config, problem)
     verifier = verify.Verifier(kernel, problem)
-    kernels = {}
-    for config in configs:
-        function = build.build_kernel(kernel, config).function(kernel)
-        failure = verifier.check(function, config)
-        if failure is not None:
-            raise SystemExit(f"{config.label()}: {failure}")
-        kernels[config.label()] = (config.threads, function)
+    kernels = {config.label(): (config.threads, verifier.built(config)) for config in configs}
     kernels["blas"] = (machine.max_threads(), kernel.blas)
     contenders = measure.calls(kernel, kernel.inputs(problem, seed=1), kernels, ())
     with measure.thread_count(machine.max_threads()):

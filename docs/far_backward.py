@@ -15,7 +15,7 @@ os.environ.pop("OPENBLAS_CORETYPE", None)
 
 import numba
 
-from autotune import bench, build, measure, ops, space, verify
+from autotune import bench, measure, ops, space, verify
 from autotune.ops import KERNELS, OPS, Shape
 
 DEFAULT_SHAPES = ["4,1024,48,48", "16,256,48,48", "16,1024,48,48", "64,64,48,48", "64,256,48,48",
@@ -24,11 +24,7 @@ DEFAULT_SHAPES = ["4,1024,48,48", "16,256,48,48", "16,1024,48,48", "64,64,48,48"
 
 def analytical(kernel, problem):
     config = space.analytical_config(problem)
-    fn = build.build_kernel(kernel, config).function(kernel)
-    failure = verify.Verifier(kernel, problem).check(fn, config)
-    if failure is not None:
-        raise SystemExit(f"{kernel.name} {config.label()}: {failure}")
-    return fn, config
+    return verify.Verifier(kernel, problem).built(config), config
 
 
 def backward(runs, arrays):

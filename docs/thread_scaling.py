@@ -21,19 +21,11 @@ os.environ.pop("OPENBLAS_CORETYPE", None)
 
 import numba
 
-from autotune import build, load, machine, measure, render, verify
+from autotune import load, machine, measure, render, verify
 from autotune.ops import KERNELS, OPS, Shape
 
 numba.core.config.SLP_VECTORIZE, numba.core.config.LOOP_VECTORIZE = (render.COMPILE_FLAGS[name] for name in
                                                                       ("SLP_VECTORIZE", "LOOP_VECTORIZE"))
-
-
-def verified(kernel, config, problem):
-    function = build.build_kernel(kernel, config).function(kernel)
-    failure = verify.Verifier(kernel, problem).check(function, config)
-    if failure is not None:
-        raise SystemExit(f"{config.label()}: {failure}")
-    return function
 
 
 def variants(config):
@@ -47,7 +39,8 @@ def variants(config):
 def scaling(kernel, problem, configs, threads):
     """{name: Timing} of each of `configs` ({name: config}) on 1 and `threads` threads and BLAS on 1
     and on `threads`."""
-    kernels = {f"{name}, {n} thread(s)": (n, verified(kernel, dataclasses.replace(config, threads=n), problem))
+    verifier = verify.Verifier(kernel, problem)
+    kernels = {f"{name}, {n} thread(s)": (n, verifier.built(dataclasses.replace(config, threads=n)))
                for name, config in configs.items() for n in sorted({1, threads})}
     kernels.update({f"blas, {n} thread(s)": (n, kernel.blas) for n in sorted({1, threads})})
     contenders = measure.calls(kernel, kernel.inputs(problem, seed=1), kernels, ())

@@ -1,6 +1,7 @@
 """The check that gates every candidate: right answers pass, and every wrong kernel a person could
 plausibly write is caught, at the sizes the search verifies (dweight at K = 65536 included)."""
 import importlib.util
+import re
 import warnings
 
 import numba
@@ -36,6 +37,20 @@ def test_every_fallback_passes_the_verifier_at_odd_sizes_without_a_warning(kerne
                     warnings.simplefilter("error")
                     reason = verify.Reference(kernel, problem, exact=exact, without=without).check(kernel.baseline(name))
                 assert reason is None, (name, problem, reason)
+
+
+def test_built_returns_a_checked_kernel_and_refuses_a_wrong_one(monkeypatch):
+    kernel = KERNELS["forward"]
+    verifier = verify.Verifier(kernel, Problem("forward", 13, 7, 5))
+    assert verifier.check(verifier.built(PACKED), PACKED) is None
+
+    class LeavesOutAlone:
+        def function(self, kernel):
+            return lambda out, inp, weight, bias: None
+
+    monkeypatch.setattr(build, "build_kernel", lambda kernel, config: LeavesOutAlone())
+    with pytest.raises(ValueError, match=re.escape(PACKED.label())):
+        verifier.built(PACKED)
 
 
 def test_the_exact_pass_catches_a_dropped_term_that_the_float_tolerance_allows():
