@@ -117,17 +117,27 @@ class Winners:
 
     def function(self, problem):
         """(callable, numba thread count) for `problem`; the count is None where it does not matter
-        (a serial kernel or BLAS), so the call path skips setting it."""
+        (a serial kernel, BLAS on OpenBLAS's own threads, numpy, PyTorch), so the call path skips
+        setting it."""
         if problem not in self.functions:
             kernel, choice = KERNELS[problem.kernel], self.choice(problem)
             if choice.config is None:
-                self.functions[problem] = (kernel.baseline(choice.baseline), None)
+                self.functions[problem] = (kernel.baseline(choice.baseline), _blas_threads(choice.baseline, problem))
             else:
                 built = (build.build(choice.source, choice.compile_flags) if choice.source
                          else build.build_kernel(kernel, choice.config))
                 threads = choice.config.threads
                 self.functions[problem] = (built.function(kernel), threads if threads > 1 else None)
         return self.functions[problem]
+
+
+def _blas_threads(baseline, problem):
+    """numba's thread count for a "blas" baseline that runs on numba's threads (compiled_blas): every
+    core, as the search timed it. Left to whatever ran last, it ran at the count of the last kernel
+    or numba.set_num_threads call: on 1 thread it took 1.9x as long at 4,64,192,192 (Zen 3, a one-off check)."""
+    if baseline != "blas" or compiled_blas.on_own_threads(problem.flops) or machine.max_threads() == 1:
+        return None
+    return machine.max_threads()
 
 
 def _sibling(problem):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import warnings
 
+import numba
 import numpy as np
 import pytest
 
@@ -279,7 +280,28 @@ def test_an_untuned_size_runs_the_nearest_tuned_choice_or_blas_when_nothing_near
     assert load.winners().choice(near).config == record.config
     assert load.winners().choice(near).origin == "nearest tuned forward M=10 N=20 K=30"
     assert load.winners().choice(far) == load.Choice(None, load.FAR, baseline="blas")
-    assert load.winners().function(far) == (KERNELS["forward"].blas, None)
+    assert load.winners().function(far)[0] is KERNELS["forward"].blas
+
+
+def test_blas_on_numbas_threads_runs_on_every_core_whatever_the_count_was(rng, tmp_path, monkeypatch):
+    """Compiled BLAS above blas.SERIAL_FLOPS splits its work over numba's threads: the entry point sets
+    their count as the search timed it (every core), not the count the last call left; below it, on
+    OpenBLAS's own threads, the count is left alone."""
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))  # nothing tuned: BLAS with beta everywhere
+    large, small = (1, 64, 192, 192), (1, 2, 3, 5)
+    assert not blas.on_own_threads(KERNELS["forward"].problem(Shape(*large)).flops)
+    assert blas.on_own_threads(KERNELS["forward"].problem(Shape(*small)).flops)
+    numba.set_num_threads(1)
+    try:
+        a = arrays(rng, *small)
+        forward_call(a)
+        assert numba.get_num_threads() == 1
+        a = arrays(rng, *large)
+        forward_call(a)
+        assert numba.get_num_threads() == machine.max_threads()
+        np.testing.assert_allclose(f64(a["out"]), f64(a["inp"]) @ f64(a["weight"]).T + a["bias"], rtol=1e-4, atol=1e-4)
+    finally:
+        numba.set_num_threads(machine.max_threads())
 
 
 def test_beside_a_half_on_openblas_threads_a_parallel_kernel_gives_way(tmp_path, monkeypatch):
