@@ -122,7 +122,7 @@ class Winners:
         if problem not in self.functions:
             kernel, choice = KERNELS[problem.kernel], self.choice(problem)
             if choice.config is None:
-                self.functions[problem] = (kernel.baseline(choice.baseline), _blas_threads(choice.baseline, problem))
+                self.functions[problem] = (kernel.baseline(choice.baseline), _numba_threads_for(choice.baseline, problem))
             else:
                 built = (build.build(choice.source, choice.compile_flags) if choice.source
                          else build.build_kernel(kernel, choice.config))
@@ -131,7 +131,7 @@ class Winners:
         return self.functions[problem]
 
 
-def _blas_threads(baseline, problem):
+def _numba_threads_for(baseline, problem):
     """numba's thread count for a "blas" baseline that runs on numba's threads (compiled_blas): every
     core, as the search timed it. Left to whatever ran last, it ran at the count of the last kernel
     or numba.set_num_threads call: on 1 thread it took 1.9x as long at 4,64,192,192 (Zen 3, a one-off check)."""
