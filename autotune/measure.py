@@ -6,10 +6,13 @@ contenders are timed in rounds, each round one burst per contender in a fresh ra
 (random interleaving), and a comparison is the per-round ratio of two contenders, whose median
 and bootstrap interval say how much faster one is and whether the difference beats the noise.
 OpenBLAS worker threads spin for about 0.1 s after a call and slow what runs next: every BLAS
-call is followed by a pause. And OpenBLAS runs small products faster once it has made a large one,
-so every process makes large calls before its first timing (warm_blas).
+call is followed by a pause. After a pause, threads run their first calls slow (wake): a few
+untimed calls precede every timed burst. And OpenBLAS runs small products
+faster once it has made a large one, so every process makes large calls before its first timing
+(warm_blas).
 """
 import contextlib
+import math
 import os
 import random
 import statistics
@@ -28,6 +31,8 @@ CONFIDENCE = 0.95  # of the bootstrap interval of a paired ratio
 BOOTSTRAP_SAMPLES = 2000
 BURST_S = 0.05  # a contender's share of a round: back-to-back calls of at least this long
 FINAL_MIN_ROUNDS = 6  # a paired interval needs a few rounds (6 of 6 the same way: p = 0.03)
+WAKE_S = 0.03  # untimed calls before each burst (see wake)
+WAKE_MAX_S = 0.5  # a call longer than this is not repeated to wake: its first call's few ms are < 1% of it
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,33 @@ def settle():
     time.sleep(BLAS_SETTLE_S)
 
 
+def wake(fn, once):
+    """Untimed calls of `fn` (`once` seconds each) for WAKE_S, at least one, before a burst.
+
+    After a pause, threads run their first calls slow (`python docs/wake_stall.py`, Zen 3, 2026-12-03
+    06:35 UTC): at 4,64,192,192 the forward's first call took about 4x its steady time and calls 3-8
+    about 2x, on numba's OpenMP threads, OpenBLAS's and PyTorch's alike, 3.5-7.5 ms in all; where
+    the threads had run only 8 calls between pauses, numba's first two took 21x and 15x (10 ms),
+    and PyTorch's at 4,64,48,48 250x and 135x (11.6 ms); at 4,1024,768,768 the first call 1.1x.
+    Every burst follows a pause (settle), so a 50 ms burst could read 20% slow, by a different
+    amount for each thread pool. A loop calling an op back to back never pauses: each contender
+    is timed awake."""
+    for _ in range(wake_calls(once)):
+        fn()
+
+
+def wake_calls(once):
+    """How many untimed calls wake precedes a burst of `once`-second calls with."""
+    return 0 if once > WAKE_MAX_S else max(1, math.ceil(WAKE_S / max(once, 1e-7)))
+
+
+def call_seconds(fn):
+    """Seconds of one call of `fn`, its threads awake (wake)."""
+    first = seconds(fn)
+    wake(fn, first)
+    return seconds(fn)
+
+
 _blas_warmed = False
 
 
@@ -137,16 +169,16 @@ def warm_blas():
 
 def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max_rounds=12):
     """Interleaved timing of {name: fn}: {name: Timing}. Each round times every contender over a short
-    burst of back-to-back calls (so small shapes are timed warm, not waking threads), in a random
-    order per round; a pause follows every contender named in `settle_after`. With `budget_s`, as
+    burst of back-to-back calls after a few untimed ones (wake), in a random order per round; a
+    pause follows every contender named in `settle_after`. With `budget_s`, as
     many rounds as fit it, at least `rounds` and at most `max_rounds`."""
     warm_blas()
-    calls, round_s = {}, 0.0
+    calls, once, round_s = {}, {}, 0.0
     for name, fn in contenders.items():
-        fn()  # warm-up
-        once = seconds(fn)
-        calls[name] = max(1, min(1000, int(BURST_S / max(once, 1e-7))))
-        round_s += calls[name] * once + (BLAS_SETTLE_S if name in settle_after else 0.0)
+        once[name] = call_seconds(fn)
+        calls[name] = max(1, min(1000, int(BURST_S / max(once[name], 1e-7))))
+        round_s += ((calls[name] + wake_calls(once[name])) * once[name]
+                    + (BLAS_SETTLE_S if name in settle_after else 0.0))
         if name in settle_after:
             settle()
     if budget_s is not None:
@@ -156,6 +188,7 @@ def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max
     for _ in range(rounds):
         shuffle(order)
         for name in order:
+            wake(contenders[name], once[name])
             samples[name].append(seconds(contenders[name], calls[name]))
             if name in settle_after:
                 settle()

@@ -140,8 +140,8 @@ def _serve(connection, kernel_name, problem, anchor_params):
     anchor_config = space.Config.from_dict(anchor_params)
     anchor_fn = build.build_kernel(kernel, anchor_config).function(kernel)
     anchor = measure.on_threads(anchor_config.threads, lambda: kernel.call(anchor_fn, arrays))
-    anchor()  # warm-up
-    calls = max(1, int(measure.BURST_S / max(measure.seconds(anchor), 1e-7)))
+    once = measure.call_seconds(anchor)
+    calls = max(1, int(measure.BURST_S / max(once, 1e-7)))
     usual = statistics.median(measure.seconds(anchor, calls) for _ in range(STARTUP_BURSTS))
     connection.send(("ready", usual))
     while True:
@@ -165,6 +165,8 @@ def _evaluate(connection, kernel, source, config, verifier, arrays, anchor, call
         raise CandidateFailed(f"wrong result: {wrong}")
     measure.settle()  # the references of the edge size were BLAS calls
     run = {"candidate": measure.on_threads(config.threads, lambda: kernel.call(fn, arrays)), "anchor": anchor}
+    for call in run.values():  # woken after the pause: the rounds follow back to back (measure.wake)
+        measure.call_seconds(call)
     seconds = {"candidate": [], "anchor": []}
     order = list(run)
     while True:

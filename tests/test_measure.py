@@ -49,9 +49,23 @@ def test_compare_interleaves_in_a_new_order_every_round():
 
     timings = measure.compare({name: contender(name) for name in "abcd"}, rounds=6, seed=1)
     assert all(t.rounds == 6 for t in timings.values())
-    rounds = [tuple(calls[i:i + 4]) for i in range(len(calls) - 24, len(calls), 4)]
+    timed = calls[-48:]  # 6 rounds of 4 bursts, each burst one untimed call (wake) and one timed
+    assert all(timed[i] == timed[i + 1] for i in range(0, 48, 2))
+    bursts = timed[::2]
+    rounds = [tuple(bursts[i:i + 4]) for i in range(0, 24, 4)]
     assert all(sorted(r) == list("abcd") for r in rounds)  # every contender once per round
     assert len(set(rounds)) > 1  # not the same order every round
+
+
+def test_every_burst_starts_awake_and_long_calls_are_not_repeated(monkeypatch):
+    """After a pause an OpenMP pool took 7-8 ms, then 4 ms, for its first two calls (docs/wake_stall.py)."""
+    calls = []
+    measure.wake(lambda: calls.append(1), once=0.001)
+    assert len(calls) == round(measure.WAKE_S / 0.001)  # WAKE_S of 1 ms calls
+    measure.wake(lambda: calls.append(2), once=1.0)
+    assert 2 not in calls
+    measure.wake(lambda: calls.append(3), once=0.1)
+    assert calls.count(3) == 1
 
 
 def test_the_final_comparison_times_blas_on_every_core_beside_a_one_thread_kernel(monkeypatch):
