@@ -6,10 +6,9 @@ contenders are timed in rounds, each round one burst per contender in a fresh ra
 (random interleaving), and a comparison is the per-round ratio of two contenders, whose median
 and bootstrap interval say how much faster one is and whether the difference beats the noise.
 OpenBLAS worker threads spin for about 0.1 s after a call and slow what runs next: every BLAS
-call is followed by a pause. After a pause, threads run their first calls slow (wake): a few
-untimed calls precede every timed burst. And OpenBLAS runs small products
-faster once it has made a large one, so every process makes large calls before its first timing
-(warm_blas).
+call is followed by a pause. After a pause, threads run their first calls slow: a few untimed
+calls precede every timed burst (wake). And OpenBLAS runs small products faster once it has made a
+large one, so every process makes large calls before its first timing (warm_blas).
 """
 import contextlib
 import math
@@ -170,8 +169,8 @@ def warm_blas():
 def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max_rounds=12):
     """Interleaved timing of {name: fn}: {name: Timing}. Each round times every contender over a short
     burst of back-to-back calls after a few untimed ones (wake), in a random order per round; a
-    pause follows every contender named in `settle_after`. With `budget_s`, as
-    many rounds as fit it, at least `rounds` and at most `max_rounds`."""
+    pause follows every contender named in `settle_after`. With `budget_s`, as many rounds as fit
+    it, at least `rounds` and at most `max_rounds`."""
     warm_blas()
     calls, once, round_s = {}, {}, 0.0
     for name, fn in contenders.items():
