@@ -139,6 +139,11 @@ def call_seconds(fn):
     return seconds(fn)
 
 
+def burst_calls(once):
+    """How many back-to-back calls of `once` seconds make a timed burst: BURST_S of them, at least one."""
+    return max(1, int(BURST_S / max(once, 1e-7)))
+
+
 _blas_warmed = False
 
 
@@ -175,7 +180,7 @@ def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max
     calls, once, round_s = {}, {}, 0.0
     for name, fn in contenders.items():
         once[name] = call_seconds(fn)
-        calls[name] = max(1, min(1000, int(BURST_S / max(once[name], 1e-7))))
+        calls[name] = burst_calls(once[name])
         round_s += ((calls[name] + wake_calls(once[name])) * once[name]
                     + (BLAS_SETTLE_S if name in settle_after else 0.0))
         if name in settle_after:

@@ -141,7 +141,7 @@ def _serve(connection, kernel_name, problem, anchor_params):
     anchor_fn = build.build_kernel(kernel, anchor_config).function(kernel)
     anchor = measure.on_threads(anchor_config.threads, lambda: kernel.call(anchor_fn, arrays))
     once = measure.call_seconds(anchor)
-    calls = max(1, int(measure.BURST_S / max(once, 1e-7)))
+    calls = measure.burst_calls(once)
     usual = statistics.median(measure.seconds(anchor, calls) for _ in range(STARTUP_BURSTS))
     connection.send(("ready", usual))
     while True:
