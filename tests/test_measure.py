@@ -68,6 +68,13 @@ def test_every_burst_starts_awake_and_long_calls_are_not_repeated():
     assert calls.count(3) == 1
 
 
+def test_a_burst_runs_burst_s_of_calls_however_short_they_are():
+    """Trials and comparisons share one rule: a 10 us call once got 10 ms bursts in comparisons
+    (capped at 1000 calls) and 50 ms in trials."""
+    assert measure.burst_calls(1e-5) == round(measure.BURST_S / 1e-5)
+    assert measure.burst_calls(1.0) == 1
+
+
 def test_the_final_comparison_times_blas_on_every_core_beside_a_one_thread_kernel(monkeypatch):
     """BLAS once ran at the best finalist's thread count: beside a 1-thread finalist it was timed on
     one core, and a 2-thread kernel was stored as 1.93x faster than it."""
