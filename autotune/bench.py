@@ -290,7 +290,7 @@ def njit_calls(shapes, rounds=5, calls=200, progress=print):
     for shape in shapes:
         a = op_arrays(shape)
         for op in ("forward", "backward"):
-            timed = {name: (lambda fn=fn: fn(calls, *_loop_arguments(op, a))) for name, fn in loops[op].items()}
+            timed = {name: (lambda fn=fn, op=op, a=a: fn(calls, *_loop_arguments(op, a))) for name, fn in loops[op].items()}
             with measure.thread_count(threads):
                 timings = measure.compare(timed, rounds=rounds, settle_after=tuple(timed))
             results[(str(shape), op)] = {name: measure.Timing.of([s / calls for s in t.samples])

@@ -33,10 +33,10 @@ def tune(shapes, trials, storage=None, progress=print):
 
 
 def run(shapes, rounds=3, csv_path="sweep.csv", plot_prefix="sweep", progress=print):
-    rows, peak, torch = bench.run([ops.Shape.parse(s) for s in shapes], ("forward", "backward"), rounds,
-                                  progress=progress, naive_max_gflop=NAIVE_MAX_GFLOP)
+    rows, _, _ = bench.run([ops.Shape.parse(s) for s in shapes], ("forward", "backward"), rounds,
+                           progress=progress, naive_max_gflop=NAIVE_MAX_GFLOP)
     for row in rows:
-        B, T, C, OC = (int(part.split("=")[1]) for part in row["shape"].split(","))
+        B, T, C, _ = (int(part.split("=")[1]) for part in row["shape"].split(","))
         row["elements"] = B * T * C  # the article's x axis: elements of the input tensor
     bench.write_csv(rows, csv_path)
     return rows, plot(rows, plot_prefix, measure.blas_info())

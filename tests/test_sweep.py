@@ -56,8 +56,8 @@ def test_sweep_tunes_every_kernel_of_its_shapes_in_the_given_storage(tmp_path, m
 
 
 def test_bench_times_every_contender_and_names_the_best_other():
-    rows, peak, torch = bench.run([Shape(1, 4, 3, 5)], ("forward", "backward", "step"), rounds=1,
-                                  progress=lambda row: None)
+    rows, _, _ = bench.run([Shape(1, 4, 3, 5)], ("forward", "backward", "step"), rounds=1,
+                           progress=lambda row: None)
     forward, backward, step = rows
     assert step["op"] == "step" and step["flops"] == forward["flops"] + backward["flops"]
     assert step["dispatch"].count("+") == forward["dispatch"].count("+") + backward["dispatch"].count("+") + 1
