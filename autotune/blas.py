@@ -13,7 +13,8 @@ leading dimension cols, so each product below is written transposed: C = A @ B i
 
 One thread pool: each call runs on numba's threads, the ones the tuned kernels run on. OpenBLAS is
 set to one thread for the call, and each of numba's workers runs sgemm on its share (the forward's
-and the input gradient's rows; the weight gradient's B*T, into a copy per worker, summed after);
+and the input gradient's rows; the weight gradient's B*T, into a copy per worker, summed after, or
+its rows where its output outnumbers its inputs);
 OpenBLAS's own count is restored when the call returns. A process that ran tuned kernels and
 OpenBLAS's own threads kept two pools on the cores, and the one that had just run spun while the
 other worked: on a 2-core Zen 3 at 16,1024,48,48 a step of the forward's kernel before a backward
@@ -245,18 +246,34 @@ def _weight_part(dweight, dbias, dout, inp, begin, end):
                 dbias[i] += dout[k, i]
 
 
+@njit(cache=True)
+def _weight_rows(dweight, dbias, dout, inp, begin, end):
+    """Rows begin..end of dweight += dout.T @ inp (beta = 1) and of dbias: dout's columns
+    begin..end, read in place (leading dimension M)."""
+    M, N = dweight.shape
+    K = dout.shape[0]
+    _sgemm(_NOT_TRANSPOSED, _TRANSPOSED, N, end - begin, K, inp, N, dout[:, begin:end], M, 1.0, dweight[begin:end], N)
+    if dbias.shape[0]:
+        for k in range(K):
+            for i in range(begin, end):
+                dbias[i] += dout[k, i]
+
+
 @njit(parallel=True, cache=True)
-def backward_weight(dweight, dbias, dout, inp):
-    """dweight[M, N] += dout[K, M].T @ inp[K, N], beta = 1; dbias[M] += dout summed over K (if
-    given). The workers split K: the first adds into dweight and dbias, each other into a zeroed
+def _weight_by_rows(dweight, dbias, dout, inp, workers):
+    """Each worker its share of dweight's rows (and dbias's): it reads all of inp."""
+    for worker in prange(workers):
+        begin, end = _share(dweight.shape[0], worker, workers)
+        if end > begin:
+            _weight_rows(dweight, dbias, dout, inp, begin, end)
+
+
+@njit(parallel=True, cache=True)
+def _weight_by_k(dweight, dbias, dout, inp, workers):
+    """Each worker its share of K: the first adds into dweight and dbias, each other into a zeroed
     copy of its own, added to them after."""
     M, N = dweight.shape
     K = dout.shape[0]
-    workers, own = _workers(2.0 * M * N * K)
-    if workers == 1:
-        _weight_part(dweight, dbias, dout, inp, 0, K)
-        return
-    _set_blas_threads(1)
     copies = np.zeros((workers - 1, M, N), np.float32)
     sums = np.zeros((workers - 1, dbias.shape[0]), np.float32)
     for worker in prange(workers):
@@ -272,4 +289,28 @@ def backward_weight(dweight, dbias, dout, inp):
     for copy in range(workers - 1):
         for i in range(dbias.shape[0]):
             dbias[i] += sums[copy, i]
+
+
+@njit(cache=True)
+def backward_weight(dweight, dbias, dout, inp):
+    """dweight[M, N] += dout[K, M].T @ inp[K, N], beta = 1; dbias[M] += dout summed over K (if
+    given). The workers split M where dweight has more elements than dout and inp together, else K.
+
+    Split over K, each extra worker's copy of dweight is zeroed and added up after; where dweight
+    outnumbers the inputs that costs more than each worker reading all of inp. `python
+    docs/weight_split.py` (kept; Zen 3, 2 threads, 9 interleaved rounds, one run, 2026-12-03 10:35
+    UTC): splitting M ran 1.07x splitting K at 4,64,768,768, 1.15x at 4,64,768,3072 and 1.13x at
+    4,64,3072,768 (K = 256 each); 1.02x at 4,128,768,768 (K = 512), 0.95x at 16,64,768,768, 0.99x
+    at 4,64,192,192 and 0.51x at 4,1024,48,48, where it splits K."""
+    M, N = dweight.shape
+    K = dout.shape[0]
+    workers, own = _workers(2.0 * M * N * K)
+    if workers == 1:
+        _weight_part(dweight, dbias, dout, inp, 0, K)
+        return
+    _set_blas_threads(1)
+    if K * (M + N) < M * N:
+        _weight_by_rows(dweight, dbias, dout, inp, workers)
+    else:
+        _weight_by_k(dweight, dbias, dout, inp, workers)
     _set_blas_threads(own)

@@ -108,8 +108,9 @@ def test_inputs_are_read_only_to_every_kernel():
 
 
 # Above blas.SERIAL_FLOPS, where numba's workers split a compiled BLAS call: rows of M (one worker's
-# share empty at M = 1), or K for the weight gradient (an odd K into a copy per worker).
-SPLIT_BLAS_SIZES = [(301, 97, 257), (1, 2000, 1100), (3, 5, 400001)]
+# share empty at M = 1), or K for the weight gradient (an odd K into a copy per worker) but where
+# dweight outnumbers dout and inp (301 x 257 over K = 97: its rows).
+SPLIT_BLAS_SIZES = [(301, 97, 257), (1, 2000, 1100), (3, 5, 400001), (301, 257, 97)]
 
 
 def numpy_blas_threads():

@@ -1,0 +1,82 @@
+"""The compiled BLAS weight gradient's two ways to share the work between numba's workers: split
+K (each extra worker sums into a zeroed copy of dweight, added up after) against split M (each
+worker its rows of dweight, reading all of inp). autotune.blas.backward_weight picks split M where
+dweight has more elements than dout and inp together (K (M + N) < M N), and this times both.
+
+    python docs/weight_split.py [SHAPE ...]     # default 4,64,768,768 4,128,768,768 4,64,768,3072
+
+Each shape's dweight and dbias are checked against a float64 reference for both ways, then the two
+are timed with measure.compare: 9 interleaved rounds in random order, a pause after each, OpenBLAS
+set to one thread for each call and 2 of numba's workers, as backward_weight runs them. Prints the paired
+median ratio (split M over split K) with its interval. Run on an idle machine; OPENBLAS_CORETYPE
+is unset here.
+"""
+import os
+import sys
+
+os.environ.pop("OPENBLAS_CORETYPE", None)
+
+import numpy as np
+from numba import njit
+
+from autotune import blas, measure
+from autotune.ops import Shape
+
+WORKERS = 2
+DEFAULT_SHAPES = ["4,64,768,768", "4,128,768,768", "4,64,768,3072"]
+
+
+@njit
+def split_k(dweight, dbias, dout, inp, workers):
+    """blas._weight_by_k on OpenBLAS at one thread, as backward_weight calls it."""
+    own = blas._blas_threads()
+    blas._set_blas_threads(1)
+    blas._weight_by_k(dweight, dbias, dout, inp, workers)
+    blas._set_blas_threads(own)
+
+
+@njit
+def split_m(dweight, dbias, dout, inp, workers):
+    """blas._weight_by_rows on OpenBLAS at one thread, as backward_weight calls it."""
+    own = blas._blas_threads()
+    blas._set_blas_threads(1)
+    blas._weight_by_rows(dweight, dbias, dout, inp, workers)
+    blas._set_blas_threads(own)
+
+
+def arrays(shape):
+    rng = np.random.default_rng(0)
+    K, M, N = shape.B * shape.T, shape.OC, shape.C
+    return (np.zeros((M, N), np.float32), np.zeros(M, np.float32),
+            rng.standard_normal((K, M), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32))
+
+
+def check(split, shape):
+    dweight, dbias, dout, inp = arrays(shape)
+    split(dweight, dbias, dout, inp, WORKERS)
+    expected = dout.astype(np.float64).T @ inp.astype(np.float64)
+    tolerance = 1e-5 * np.sqrt(dout.shape[0]) * np.abs(expected).max()
+    assert np.abs(dweight - expected).max() < tolerance
+    assert np.abs(dbias - dout.astype(np.float64).sum(axis=0)).max() < tolerance
+
+
+def main(shapes):
+    ways = {"split K": split_k, "split M": split_m}
+    with measure.thread_count(WORKERS):
+        for text in shapes:
+            shape = Shape.parse(text)
+            for split in ways.values():
+                check(split, shape)
+            operands = arrays(shape)
+            calls = {name: (lambda split=split, operands=operands: split(*operands, WORKERS))
+                     for name, split in ways.items()}
+            timings = measure.compare(calls, rounds=9, settle_after=tuple(calls))
+            ratio = measure.speedup(timings["split M"], timings["split K"])
+            K, M, N = shape.B * shape.T, shape.OC, shape.C
+            print(f"{text}: split M / split K {ratio.median:.3f} ({ratio.low:.3f}-{ratio.high:.3f}); "
+                  f"backward_weight splits {'M' if K * (M + N) < M * N else 'K'}; "
+                  + ", ".join(f"{name} {t.median * 1e3:.3f} ms" for name, t in timings.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or DEFAULT_SHAPES)
