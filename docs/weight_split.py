@@ -27,20 +27,14 @@ DEFAULT_SHAPES = ["4,64,768,768", "4,128,768,768", "4,64,768,3072"]
 
 
 @njit
-def split_k(dweight, dbias, dout, inp, workers):
-    """blas._weight_by_k on OpenBLAS at one thread, as backward_weight calls it."""
+def one_way(dweight, dbias, dout, inp, workers, by_rows):
+    """blas's row split or K split on OpenBLAS at one thread, as backward_weight calls them."""
     own = blas._blas_threads()
     blas._set_blas_threads(1)
-    blas._weight_by_k(dweight, dbias, dout, inp, workers)
-    blas._set_blas_threads(own)
-
-
-@njit
-def split_m(dweight, dbias, dout, inp, workers):
-    """blas._weight_by_rows on OpenBLAS at one thread, as backward_weight calls it."""
-    own = blas._blas_threads()
-    blas._set_blas_threads(1)
-    blas._weight_by_rows(dweight, dbias, dout, inp, workers)
+    if by_rows:
+        blas._weight_by_rows(dweight, dbias, dout, inp, workers)
+    else:
+        blas._weight_by_k(dweight, dbias, dout, inp, workers)
     blas._set_blas_threads(own)
 
 
@@ -51,9 +45,9 @@ def arrays(shape):
             rng.standard_normal((K, M), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32))
 
 
-def check(split, shape):
+def check(by_rows, shape):
     dweight, dbias, dout, inp = arrays(shape)
-    split(dweight, dbias, dout, inp, WORKERS)
+    one_way(dweight, dbias, dout, inp, WORKERS, by_rows)
     expected = dout.astype(np.float64).T @ inp.astype(np.float64)
     tolerance = 1e-5 * np.sqrt(dout.shape[0]) * np.abs(expected).max()
     assert np.abs(dweight - expected).max() < tolerance
@@ -61,15 +55,15 @@ def check(split, shape):
 
 
 def main(shapes):
-    ways = {"split K": split_k, "split M": split_m}
+    ways = {"split K": False, "split M": True}
     with measure.thread_count(WORKERS):
         for text in shapes:
             shape = Shape.parse(text)
-            for split in ways.values():
-                check(split, shape)
+            for by_rows in ways.values():
+                check(by_rows, shape)
             operands = arrays(shape)
-            calls = {name: (lambda split=split, operands=operands: split(*operands, WORKERS))
-                     for name, split in ways.items()}
+            calls = {name: (lambda by_rows=by_rows, operands=operands: one_way(*operands, WORKERS, by_rows))
+                     for name, by_rows in ways.items()}
             timings = measure.compare(calls, rounds=9, settle_after=tuple(calls))
             ratio = measure.speedup(timings["split M"], timings["split K"])
             K, M, N = shape.B * shape.T, shape.OC, shape.C
