@@ -292,6 +292,13 @@ def _weight_by_k(dweight, dbias, dout, inp, workers):
 
 
 @njit(cache=True)
+def splits_rows(M, N, K):
+    """Whether backward_weight splits dweight's M rows between the workers (else it splits K):
+    where dweight has more elements than dout and inp together."""
+    return K * (M + N) < M * N
+
+
+@njit(cache=True)
 def backward_weight(dweight, dbias, dout, inp):
     """dweight[M, N] += dout[K, M].T @ inp[K, N], beta = 1; dbias[M] += dout summed over K (if
     given). The workers split M where dweight has more elements than dout and inp together, else K.
@@ -310,7 +317,7 @@ def backward_weight(dweight, dbias, dout, inp):
         _weight_part(dweight, dbias, dout, inp, 0, K)
         return
     _set_blas_threads(1)
-    if K * (M + N) < M * N:
+    if splits_rows(M, N, K):
         _weight_by_rows(dweight, dbias, dout, inp, workers)
     else:
         _weight_by_k(dweight, dbias, dout, inp, workers)

@@ -1,7 +1,7 @@
 """The compiled BLAS weight gradient's two ways to share the work between numba's workers: split
 K (each extra worker sums into a zeroed copy of dweight, added up after) against split M (each
 worker its rows of dweight, reading all of inp). autotune.blas.backward_weight picks split M where
-dweight has more elements than dout and inp together (K (M + N) < M N), and this times both.
+dweight has more elements than dout and inp together (blas.splits_rows), and this times both.
 
     python docs/weight_split.py [SHAPE ...]     # default 4,64,768,768 4,128,768,768 4,64,768,3072
 
@@ -68,7 +68,7 @@ def main(shapes):
             ratio = measure.speedup(timings["split M"], timings["split K"])
             K, M, N = shape.B * shape.T, shape.OC, shape.C
             print(f"{text}: split M / split K {ratio.median:.3f} ({ratio.low:.3f}-{ratio.high:.3f}); "
-                  f"backward_weight splits {'M' if K * (M + N) < M * N else 'K'}; "
+                  f"backward_weight splits {'M' if blas.splits_rows(M, N, K) else 'K'}; "
                   + ", ".join(f"{name} {t.median * 1e3:.3f} ms" for name, t in timings.items()), flush=True)
 
 

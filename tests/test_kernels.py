@@ -126,6 +126,7 @@ def test_compiled_blas_matches_float64_reference(name):
     at sizes where numba's workers split the call."""
     kernel = KERNELS[name]
     assert all(2 * M * N * K > blas.SERIAL_FLOPS for M, N, K in SPLIT_BLAS_SIZES)
+    assert {blas.splits_rows(M, N, K) for M, N, K in SPLIT_BLAS_SIZES} == {True, False}
     assert_matches_reference_at_every_size(kernel, kernel.blas, SIZES + SPLIT_BLAS_SIZES)
 
 
