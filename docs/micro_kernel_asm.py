@@ -1,0 +1,114 @@
+"""The micro-kernel's k loop as the loader runs it: a kernel's record config on this machine (or
+that config with KEY=VALUE changes), built as the search builds it, its entry function's object
+code read from numba's cache with objdump, and the innermost loop with the most FMAs counted per
+trip.
+
+    python docs/micro_kernel_asm.py [KERNEL] [B,T,C,OC] [KEY=VALUE ...]
+    python docs/micro_kernel_asm.py forward 4,1024,768,768 slice_b=True     # the default
+
+Per trip of that loop: vector FMAs, broadcasts, other vector loads, stack accesses (spilled
+values), and the rest (loop counters, address arithmetic, the branch); k steps per trip are the
+FMAs over MR x NR / lanes. Then the loop itself. Reads the code users run: numba's cached entry
+function, not a copy compiled in this process (README, "The search timed code ..."). Needs
+objdump (binutils). Compiles one kernel if numba's cache lacks it; times nothing.
+"""
+import dataclasses
+import re
+import subprocess
+import sys
+import tempfile
+
+from autotune import build, load, machine
+from autotune.ops import KERNELS, Shape
+
+DEFAULT = ("forward", "4,1024,768,768", "slice_b=True")
+INSTRUCTION = re.compile(r"^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$")
+BRANCH_TARGET = re.compile(r"^([0-9a-f]+)\b")
+
+
+def changed(config, changes):
+    """`config` with KEY=VALUE changes (True/False, integers, else text)."""
+    values = {}
+    for change in changes:
+        key, text = change.split("=", 1)
+        values[key] = {"True": True, "False": False}.get(text, int(text) if text.isdigit() else text)
+    return dataclasses.replace(config, **values)
+
+
+def cached_entry_listing(module_name, entry):
+    """objdump -d of the entry function's object code in numba's cache (numba keeps an index
+    beside it; the object file starts at its ELF header)."""
+    [data_file] = (machine.cache_dir() / "kernels").rglob(f"{module_name}.{entry}-*.nbc")
+    data = data_file.read_bytes()
+    with tempfile.NamedTemporaryFile(suffix=".o") as obj:
+        obj.write(data[data.index(b"\x7fELF"):])
+        obj.flush()
+        return subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj.name], capture_output=True,
+                              text=True, check=True).stdout
+
+
+def instructions(listing):
+    """[(address, mnemonic, operands)] in the listing's order, symbols stripped from operands."""
+    found = []
+    for line in listing.splitlines():
+        match = INSTRUCTION.match(line)
+        if match:
+            operands = re.sub(r"\s*<[^>]*>", "", match.group(3))
+            found.append((int(match.group(1), 16), match.group(2), operands))
+    return found
+
+
+def backward_jump(address, mnemonic, operands):
+    """The address a jump goes back to, or None."""
+    target = BRANCH_TARGET.match(operands)
+    if mnemonic.startswith("j") and target and int(target.group(1), 16) < address:
+        return int(target.group(1), 16)
+    return None
+
+
+def innermost_loops(code):
+    """Each loop body closed by a backward jump, from its target to the jump, with no loop inside."""
+    start_of = {address: i for i, (address, _, _) in enumerate(code)}
+    for i, instruction in enumerate(code):
+        begin = start_of.get(backward_jump(*instruction))
+        if begin is not None and not any(backward_jump(*inner) for inner in code[begin:i]):
+            yield code[begin:i + 1]
+
+
+def kind(mnemonic, operands):
+    if mnemonic.startswith("vfmadd") or mnemonic.startswith("vfnmadd"):
+        return "FMAs"
+    if mnemonic.startswith("vbroadcast"):
+        return "broadcasts"
+    if "(%rsp)" in operands:
+        return "stack accesses"
+    if mnemonic.startswith("vmov") and "(" in operands.split(",")[0]:
+        return "vector loads"
+    return "other"
+
+
+def main(kernel_name, shape_text, *changes):
+    kernel = KERNELS[kernel_name]
+    problem = kernel.problem(Shape.parse(shape_text))
+    entry = load.winners().by_problem.get(problem)
+    if entry is None:
+        raise SystemExit(f"no record of {problem} for this machine")
+    config = changed(entry.record.config, changes)
+    built = build.build_kernel(kernel, config)
+    code = instructions(cached_entry_listing(built.module.__name__, kernel.entry))
+    hottest = max(innermost_loops(code), key=lambda body: sum(kind(m, o) == "FMAs" for _, m, o in body), default=None)
+    if hottest is None:
+        raise SystemExit("no loop found in the cached entry function")
+    counts = {name: 0 for name in ("FMAs", "broadcasts", "vector loads", "stack accesses", "other")}
+    for _, mnemonic, operands in hottest:
+        counts[kind(mnemonic, operands)] += 1
+    per_step = config.mr * config.nr // machine.target().lanes
+    print(f"{kernel_name} {shape_text}, {config.label()}; {machine.target_label()}")
+    print("per trip of the innermost loop with the most FMAs: " + ", ".join(f"{n} {c}" for n, c in counts.items())
+          + f"; {counts['FMAs'] / per_step:g} k steps per trip ({per_step} FMAs a step)")
+    for address, mnemonic, operands in hottest:
+        print(f"  {address:6x}  {mnemonic:14s} {operands}")
+
+
+if __name__ == "__main__":
+    main(*(sys.argv[1:] or DEFAULT))
