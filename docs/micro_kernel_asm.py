@@ -76,7 +76,7 @@ def innermost_loops(code):
 
 
 def kind(mnemonic, operands):
-    if mnemonic.startswith("vfmadd") or mnemonic.startswith("vfnmadd"):
+    if mnemonic.startswith(("vfmadd", "vfnmadd")):
         return "FMAs"
     if mnemonic.startswith("vbroadcast"):
         return "broadcasts"
