@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from autotune import build, load, machine
+from autotune import build, load, machine, space
 from autotune.ops import KERNELS, Shape
 
 DEFAULT = ("forward", "4,1024,768,768", "slice_b=True")
@@ -94,6 +94,9 @@ def main(kernel_name, shape_text, *changes):
     if entry is None:
         raise SystemExit(f"no record of {problem} for this machine")
     config = changed(entry.record.config, changes)
+    reason = space.invalid_reason(config, problem)
+    if reason is not None:
+        raise SystemExit(f"{config.label()} does not fit {problem}: {reason}")
     built = build.build_kernel(kernel, config)
     code = instructions(cached_entry_listing(built.module.__name__, kernel.entry))
     hottest = max(innermost_loops(code), key=lambda body: sum(kind(m, o) == "FMAs" for _, m, o in body), default=None)
