@@ -10,8 +10,7 @@ Per trip of that loop: vector FMAs, broadcasts, other vector loads, stack access
 values), and the rest (loop counters, address arithmetic, the branch); k steps per trip are the
 FMAs over MR x NR / lanes. Then the loop itself. Reads the code users run: numba's cached entry
 function, not a copy compiled in this process (README, "The search timed code that users did
-not run"). Needs
-objdump (binutils). Compiles one kernel if numba's cache lacks it; times nothing.
+not run"). Needs objdump (binutils). Compiles one kernel if numba's cache lacks it; times nothing.
 """
 import dataclasses
 import re
