@@ -236,26 +236,15 @@ def backward_input(dinp, dout, weight):
 
 
 @njit(cache=True)
-def _weight_part(dweight, dbias, dout, inp, begin, end):
-    """dweight += dout[begin:end].T @ inp[begin:end] (beta = 1); dbias += those rows of dout summed."""
+def _weight_block(dweight, dbias, dout, inp, k_begin, k_end, i_begin, i_end):
+    """Rows i_begin..i_end of dweight += dout[k_begin:k_end].T @ inp[k_begin:k_end] (beta = 1) and
+    of dbias += those rows of dout summed; dout's block is read in place (leading dimension M)."""
     M, N = dweight.shape
-    _sgemm(_NOT_TRANSPOSED, _TRANSPOSED, N, M, end - begin, inp[begin:end], N, dout[begin:end], M, 1.0, dweight, N)
+    _sgemm(_NOT_TRANSPOSED, _TRANSPOSED, N, i_end - i_begin, k_end - k_begin, inp[k_begin:k_end], N,
+           dout[k_begin:k_end, i_begin:i_end], M, 1.0, dweight[i_begin:i_end], N)
     if dbias.shape[0]:
-        for k in range(begin, end):
-            for i in range(M):
-                dbias[i] += dout[k, i]
-
-
-@njit(cache=True)
-def _weight_rows(dweight, dbias, dout, inp, begin, end):
-    """Rows begin..end of dweight += dout.T @ inp (beta = 1) and of dbias: dout's columns
-    begin..end, read in place (leading dimension M)."""
-    M, N = dweight.shape
-    K = dout.shape[0]
-    _sgemm(_NOT_TRANSPOSED, _TRANSPOSED, N, end - begin, K, inp, N, dout[:, begin:end], M, 1.0, dweight[begin:end], N)
-    if dbias.shape[0]:
-        for k in range(K):
-            for i in range(begin, end):
+        for k in range(k_begin, k_end):
+            for i in range(i_begin, i_end):
                 dbias[i] += dout[k, i]
 
 
@@ -265,7 +254,7 @@ def _weight_by_rows(dweight, dbias, dout, inp, workers):
     for worker in prange(workers):
         begin, end = _share(dweight.shape[0], worker, workers)
         if end > begin:
-            _weight_rows(dweight, dbias, dout, inp, begin, end)
+            _weight_block(dweight, dbias, dout, inp, 0, dout.shape[0], begin, end)
 
 
 @njit(parallel=True, cache=True)
@@ -279,9 +268,9 @@ def _weight_by_k(dweight, dbias, dout, inp, workers):
     for worker in prange(workers):
         begin, end = _share(K, worker, workers)
         if worker == 0:
-            _weight_part(dweight, dbias, dout, inp, begin, end)
+            _weight_block(dweight, dbias, dout, inp, begin, end, 0, M)
         elif end > begin:
-            _weight_part(copies[worker - 1], sums[worker - 1], dout, inp, begin, end)
+            _weight_block(copies[worker - 1], sums[worker - 1], dout, inp, begin, end, 0, M)
     for i in prange(M):
         for copy in range(workers - 1):
             for j in range(N):
@@ -314,7 +303,7 @@ def backward_weight(dweight, dbias, dout, inp):
     K = dout.shape[0]
     workers, own = _workers(2.0 * M * N * K)
     if workers == 1:
-        _weight_part(dweight, dbias, dout, inp, 0, K)
+        _weight_block(dweight, dbias, dout, inp, 0, K, 0, M)
         return
     _set_blas_threads(1)
     if splits_rows(M, N, K):

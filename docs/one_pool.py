@@ -31,7 +31,7 @@ def own_threads(name):
         return lambda out, inp, weight, bias: blas._forward_rows(out, inp, weight, bias, 0, out.shape[0])
     if name == "backward_input":
         return lambda dinp, dout, weight: blas._input_rows(dinp, dout, weight, 0, dinp.shape[0])
-    return lambda dweight, dbias, dout, inp: blas._weight_part(dweight, dbias, dout, inp, 0, dout.shape[0])
+    return lambda dweight, dbias, dout, inp: blas._weight_block(dweight, dbias, dout, inp, 0, dout.shape[0], 0, dweight.shape[0])
 
 
 def kernel_config(problem, stored):
