@@ -52,15 +52,21 @@ print(json.dumps({"compiled here": build._compiled_any(module), "gflops": round(
 """
 
 
-def vector_fmas_in_cached_entry(cache_dir, entry):
-    """FMA instructions by register width in the entry function's cached object (objdump)."""
-    [index] = Path(cache_dir).rglob(f"*.{entry}-*.nbc")
-    data = index.read_bytes()
+def cached_listing(cache_dir, pattern):
+    """objdump -d of the one numba cache data file under cache_dir matching `pattern` (numba
+    keeps an index beside it; the object code starts at its ELF header)."""
+    [data_file] = Path(cache_dir).rglob(pattern)
+    data = data_file.read_bytes()
     with tempfile.NamedTemporaryFile(suffix=".o") as obj:
         obj.write(data[data.index(b"\x7fELF"):])
         obj.flush()
-        listing = subprocess.run(["objdump", "-d", obj.name], capture_output=True, text=True, check=True).stdout
-    lines = re.findall(r"vfmadd\S*\s+[^\n]*", listing)
+        return subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def vector_fmas_in_cached_entry(cache_dir, entry):
+    """FMA instructions by register width in the entry function's cached object (objdump)."""
+    lines = re.findall(r"vfmadd\S*\s+[^\n]*", cached_listing(cache_dir, f"*.{entry}-*.nbc"))
     return {kind: sum(kind in line for line in lines) for kind in ("xmm", "ymm", "zmm")}
 
 

@@ -14,9 +14,9 @@ not run"). Needs objdump (binutils). Compiles one kernel if numba's cache lacks 
 """
 import dataclasses
 import re
-import subprocess
 import sys
-import tempfile
+
+from compiled_here import cached_listing  # docs/, this script's folder
 
 from autotune import build, load, machine, space
 from autotune.ops import KERNELS, Shape
@@ -33,18 +33,6 @@ def changed(config, changes):
         key, text = change.split("=", 1)
         values[key] = {"True": True, "False": False}.get(text, int(text) if text.isdigit() else text)
     return dataclasses.replace(config, **values)
-
-
-def cached_entry_listing(module_name, entry):
-    """objdump -d of the entry function's object code in numba's cache (numba keeps an index
-    beside it; the object file starts at its ELF header)."""
-    [data_file] = (machine.cache_dir() / "kernels").rglob(f"{module_name}.{entry}-*.nbc")
-    data = data_file.read_bytes()
-    with tempfile.NamedTemporaryFile(suffix=".o") as obj:
-        obj.write(data[data.index(b"\x7fELF"):])
-        obj.flush()
-        return subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj.name], capture_output=True,
-                              text=True, check=True).stdout
 
 
 def instructions(listing):
@@ -98,7 +86,7 @@ def main(kernel_name, shape_text, *changes):
     if reason is not None:
         raise SystemExit(f"{config.label()} does not fit {problem}: {reason}")
     built = build.build_kernel(kernel, config)
-    code = instructions(cached_entry_listing(built.module.__name__, kernel.entry))
+    code = instructions(cached_listing(machine.cache_dir() / "kernels", f"{built.module.__name__}.{kernel.entry}-*.nbc"))
     hottest = max(innermost_loops(code), key=lambda body: sum(kind(m, o) == "FMAs" for _, m, o in body), default=None)
     if hottest is None:
         raise SystemExit("no loop found in the cached entry function")
