@@ -298,7 +298,7 @@ def backward_weight(dweight, dbias, dout, inp):
     UTC): splitting M ran 1.07x splitting K at 4,64,768,768, 1.15x at 4,64,768,3072 and 1.13x at
     4,64,3072,768 (K = 256 each); 1.02x at 4,128,768,768 (K = 512), 0.95x at 16,64,768,768, 0.99x
     at 4,64,192,192 and 0.51x at 4,1024,48,48, where it splits K. Three more runs read 4,64,768,768
-    at 0.97-1.18x (README, "Sizes nobody tuned, 5 rounds")."""
+    at 0.97-1.18x (docs/results.md, "Sizes nobody tuned, 5 rounds")."""
     M, N = dweight.shape
     K = dout.shape[0]
     workers, own = _workers(2.0 * M * N * K)

@@ -1,4 +1,4 @@
-"""The README's results table from several `python -m autotune bench` runs: ranges over the runs.
+"""The results tables of docs/results.md from several `python -m autotune bench` runs: ranges over the runs.
 
     python -m autotune bench --csv bench1.csv     # three times, nothing else running
     python docs/bench_table.py bench1.csv bench2.csv bench3.csv

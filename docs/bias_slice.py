@@ -1,5 +1,5 @@
 """The forward's tile start, both ways: `bias[j0 + j]` indexed, and a slice of NR bias values taken
-once per tile (the template choice `bias_slice`; README, "Where the time goes").
+once per tile (the template choice `bias_slice`; docs/where-the-time-goes.md).
 
     python docs/bias_slice.py MxNxK [MR NR KC ROW_TILES COL_PANELS ORDER]
 

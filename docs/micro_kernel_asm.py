@@ -9,8 +9,8 @@ trip.
 Per trip of that loop: vector FMAs, broadcasts, other vector loads, stack accesses (spilled
 values), and the rest (loop counters, address arithmetic, the branch); k steps per trip are the
 FMAs over MR x NR / lanes. Then the loop itself. Reads the code users run: numba's cached entry
-function, not a copy compiled in this process (README, "The search timed code that users did
-not run"). Needs objdump (binutils). Compiles one kernel if numba's cache lacks it; times nothing.
+function, not a copy compiled in this process (docs/where-the-time-goes.md, "The search timed code
+that users did not run"). Needs objdump (binutils). Compiles one kernel if numba's cache lacks it; times nothing.
 """
 import dataclasses
 import re

@@ -9,7 +9,7 @@
 # searches the whole backward is timed and decides what each half runs, then the step all three.
 # Extra arguments go to every search, e.g. --storage sqlite:////tmp/fresh.sqlite3 for fresh studies.
 # The GPT-2 searches take 60 trials: with 20, half of them seeds, studies on the Zen 4 kept configs
-# that 60-trial studies then beat by 1.04-1.09x side by side (README, Results).
+# that 60-trial studies then beat by 1.04-1.09x side by side (docs/results.md).
 #     bash docs/retune.sh   # Zen 4: a GPT-2 size took 11-16 minutes for its backward at 60 trials and 5 for
 #                           # its forward (2026-11-30), so about 100 minutes in all; a Zen 1, longer
 # RETUNE_BUDGET=session takes a session's budget instead: 24 trials at the attention projection, 16

@@ -1,5 +1,5 @@
 """B's row in the k loop, both ways: `b_panel[b_k + k]` indexed, and the panel sliced at its K block
-once per tile and read as `b_panel[k]` (the template choice `slice_b`; README, "Where the time goes").
+once per tile and read as `b_panel[k]` (the template choice `slice_b`; docs/where-the-time-goes.md).
 
     python docs/slice_b.py [KERNEL] [M x N x K]     # default: forward 4096x768x768
 

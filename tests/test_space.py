@@ -189,7 +189,7 @@ def l1(monkeypatch):
 
 def test_rows_of_a_that_share_one_l1_set_are_not_read_in_place(l1):
     """At K = 1024 (GPT-2 medium's C) rows 4 KiB apart all fall in one L1 set: twelve of them evict
-    each other on 8 ways (0.66-0.69x an 8-row block, README); packed, or eight rows, they do not."""
+    each other on 8 ways (0.66-0.69x an 8-row block, docs/where-the-time-goes.md); packed, or eight rows, they do not."""
     for kernel in ("forward", "backward_input"):
         aliased = Problem(kernel, 4096, 1024, 1024)
         assert "one L1 set of 8 ways" in space.invalid_reason(config(mr=12, nr=32, pack_a=False), aliased, AVX512)
