@@ -82,7 +82,7 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def make_record(seconds=1.0, vs_blas=1.0, problem=None, config=None, older_template=False, **changes):
+def make_record(seconds=1.0, vs_blas=1.1, problem=None, config=None, older_template=False, **changes):
     """(Record, source) as a search would store them: by default the forward at M=10 N=20 K=30 with
     the analytical config; the source is rendered for the problem's kernel and the config (as an
     older template rendered it, different from today's, if `older_template`)."""

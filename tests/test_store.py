@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from autotune import machine, store
+from autotune import load, machine, store
 from autotune.ops import Problem
 from conftest import make_record
 
@@ -36,6 +36,20 @@ def test_a_record_stored_meanwhile_is_replaced_only_beyond_the_noise(tmp_path):
     assert not store.save(dataclasses.replace(first, vs_blas=(1.11, 1.1, 1.12), decision="close"), source, tmp_path)
     assert store.save(dataclasses.replace(first, vs_blas=(1.20, 1.1, 1.3), decision="faster"), source, tmp_path)
     assert store.entries(tmp_path)[0].record.decision == "faster"
+
+
+@pytest.mark.parametrize("vs_blas, revised, runs", [
+    ((1.01, 0.97, 1.05), "", "blas"),  # a tie, stored to run the kernel by the rule before 2026-12-02
+    ((1.10, 1.05, 1.15), "", "kernel"),  # beat BLAS beyond the noise
+    ((1.01, 0.97, 1.05), "the whole backward: the kernels ran faster", "kernel"),  # a whole-op timing chose it
+])
+def test_a_kernel_stored_on_a_tie_with_blas_runs_blas(tmp_path, vs_blas, revised, runs):
+    record, source = make_record()
+    store.save(dataclasses.replace(record, vs_blas=vs_blas, revised=revised), source, tmp_path)
+    [entry] = store.entries(tmp_path)
+    assert entry.record.use == runs
+    choice = load.Winners(tmp_path).choice(record.problem)
+    assert (choice.baseline, choice.config) == (("blas", None) if runs == "blas" else (None, record.config))
 
 
 @pytest.mark.parametrize("damage, status", [
