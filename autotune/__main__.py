@@ -383,12 +383,12 @@ def run_show(args):
             continue
         rows.append([entry.status, r.use, r.problem.kernel, f"{r.problem.M}x{r.problem.N}x{r.problem.K}",
                      r.config.label(), f"{r.gflops:.1f}", f"{r.vs_blas[0]:.2f}", f"{r.speedup_over('numpy'):.2f}",
-                     _over_torch(r), entry.reason or r.date])
+                     _over_torch(r), entry.reason or "; ".join(filter(None, [r.date, r.revised]))])
     if not rows:
         print(f"no tuned kernels in {directory}")
         return 0
     print_table(["status", "runs", "kernel", "M x N x K", "config", "GF/s", "x BLAS", "x numpy", "x torch",
-                  "date / why not used"], rows)
+                  "date (and why its use was revised) / why not used"], rows)
     return 0
 
 
