@@ -11,15 +11,14 @@ medians and paired ratios. Run with OPENBLAS_CORETYPE unset and nothing else run
 """
 import sys
 
-from autotune import load, machine, measure, ops, search
+from record_vs_blas import stored_entry  # docs/, this script's folder
+
+from autotune import machine, measure, ops, search
 
 
 def half_calls(name, shape):
     problem = ops.KERNELS[name].problem(shape)
-    entry = load.winners().by_problem.get(problem)  # this machine's usable records, as the loader reads them
-    if entry is None:
-        sys.exit(f"no record of {problem} on this machine: search it first")
-    return search.stored_calls(entry, ("blas",))
+    return search.stored_calls(stored_entry(problem), ("blas",))
 
 
 def main(shape_text="4,1024,768,768"):

@@ -10,7 +10,9 @@ paired ratios. Run with OPENBLAS_CORETYPE unset and nothing else running.
 """
 import sys
 
-from autotune import load, machine, measure, ops, search
+from record_vs_blas import stored_entry  # docs/, this script's folder
+
+from autotune import machine, measure, ops, search
 
 measure._blas_warmed = True  # time the libraries as a fresh process finds them first
 
@@ -18,10 +20,7 @@ measure._blas_warmed = True  # time the libraries as a fresh process finds them 
 def main(shape_text="8,128,192,192"):
     kernel = ops.KERNELS["forward"]
     problem = kernel.problem(ops.Shape.parse(shape_text))
-    entry = load.winners().by_problem.get(problem)  # this machine's usable records, as the loader reads them
-    if entry is None:
-        sys.exit(f"no record of {problem} on this machine: search it first")
-    calls = search.stored_calls(entry, ("scipy_blas", "numpy"))
+    calls = search.stored_calls(stored_entry(problem), ("scipy_blas", "numpy"))
     for label in ("fresh process", "after warm_blas", "after warm_blas, again"):
         if label == "after warm_blas":
             measure._blas_warmed = False

@@ -19,8 +19,9 @@ import sys
 os.environ.pop("OPENBLAS_CORETYPE", None)
 
 import numba
+from record_vs_blas import stored_entry  # docs/, this script's folder
 
-from autotune import load, machine, measure, render, space, verify
+from autotune import machine, measure, render, space, verify
 from autotune.ops import KERNELS, Shape
 
 numba.core.config.SLP_VECTORIZE, numba.core.config.LOOP_VECTORIZE = (render.COMPILE_FLAGS[name] for name in
@@ -52,9 +53,7 @@ def footprint(config, caches):
 def main(kernel_name="backward_weight", shape_text="4,1024,768,768"):
     kernel = KERNELS[kernel_name]
     problem = kernel.problem(Shape.parse(shape_text))
-    entry = load.winners().by_problem.get(problem)
-    if entry is None:
-        raise SystemExit(f"no record of {problem} for this machine")
+    entry = stored_entry(problem)
     configs = scanned(entry.record.config, problem)
     verifier = verify.Verifier(kernel, problem)
     kernels = {config.label(): (config.threads, verifier.built(config)) for config in configs}

@@ -17,8 +17,9 @@ import re
 import sys
 
 from compiled_here import cached_listing  # docs/, this script's folder
+from record_vs_blas import stored_entry
 
-from autotune import build, load, machine, space
+from autotune import build, machine, space
 from autotune.ops import KERNELS, Shape
 
 DEFAULT = ("forward", "4,1024,768,768", "slice_b=True")
@@ -78,10 +79,7 @@ def kind(mnemonic, operands):
 def main(kernel_name, shape_text, *changes):
     kernel = KERNELS[kernel_name]
     problem = kernel.problem(Shape.parse(shape_text))
-    entry = load.winners().by_problem.get(problem)
-    if entry is None:
-        raise SystemExit(f"no record of {problem} for this machine")
-    config = changed(entry.record.config, changes)
+    config = changed(stored_entry(problem).record.config, changes)
     reason = space.invalid_reason(config, problem)
     if reason is not None:
         raise SystemExit(f"{config.label()} does not fit {problem}: {reason}")

@@ -22,13 +22,19 @@ from autotune import bench, build, load, measure
 from autotune.ops import KERNELS, Problem
 
 
+def stored_entry(problem):
+    """The loader's entry for `problem` on this machine (its own record, or a kin's); exits if there
+    is none."""
+    entry = load.winners().by_problem.get(problem)
+    if entry is None:
+        sys.exit(f"no record of {problem} on this machine: search it first")
+    return entry
+
+
 def stored_record(name, size):
     """This machine's record of kernel `name` at "MxNxK", and (M, N, K); exits if there is none."""
     M, N, K = (int(d) for d in size.split("x"))
-    entry = load.winners().by_problem.get(Problem(name, M, N, K))
-    if entry is None:
-        sys.exit(f"no record of {name} {size} on this machine: search it first")
-    return entry.record, (M, N, K)
+    return stored_entry(Problem(name, M, N, K)).record, (M, N, K)
 
 
 def timed_beside_blas(kernel, size, functions, threads, rounds):
