@@ -356,7 +356,9 @@ def finish(study, kernel, problem, directory):
     record = _record(study, kernel, problem, best, configs, timings, incumbent, decision if replace else "")
     if not replace:
         if kernel.name not in ops.OPS["backward"]:  # a backward half's use is the whole backward's to decide
-            decision += _revise_use(incumbent, timings, directory)
+            label = incumbent.record.config.label()
+            decision += _revise_use(incumbent, timings, directory, lambda: measure.side_by_side(
+                kernel, problem, {label: functions[label]}, FINAL_BUDGET_S, baselines=ops.fallbacks()))
         return Outcome(record, False, decision)
     return Outcome(record, store.save(record, render.render(kernel, best), directory), decision)
 
@@ -421,8 +423,8 @@ def _agree(entries, runs, loadable, current, label, reason, directory):
     """Time every plan (a use per record of `entries`, called from `runs`) that `loadable` accepts,
     interleaved, against the stored plan `current`; revise each record the fastest plan changes
     ("<reason>: ..."): on a faster median, or, where it runs more kernels than `current`, only when
-    faster beyond the noise (as _use). A sentence saying what was timed and decided (`label` names
-    a plan)."""
+    faster beyond the noise (as _use); and only when a second timing of that plan and `current` agrees
+    (as _revise_use). A sentence saying what was timed and decided (`label` names a plan)."""
     plans = {plan: [runs[i][use] for i, use in enumerate(plan)]
              for plan in itertools.product(*(list(r) for r in runs)) if loadable(plan)}
     contenders = {plan: lambda calls=calls: [call() for call in calls] for plan, calls in plans.items()}
@@ -430,10 +432,15 @@ def _agree(entries, runs, loadable, current, label, reason, directory):
     if speedup.median <= 1:
         return (f"kept {label(current)}, the fastest of {len(plans)} plans; the next ({label(best)}) ran "
                 f"{speedup.describe()} of its speed")
-    if _more_kernels(best, current) and speedup.verdict() != "faster":
+    if not _beats(best, current, speedup):
         return (f"kept {label(current)}: the fastest of {len(plans)} plans ({label(best)}) runs more kernels and "
                 f"ran {speedup.describe()} of its speed, within the noise")
-    sentence = f"{label(best)} ran {speedup.describe()} the speed of {label(current)}, the fastest of {len(plans)} plans"
+    _, again = _fastest_against({plan: contenders[plan] for plan in (best, current)}, current)
+    if not _beats(best, current, again):  # a change must hold in a second timing (see _revise_use)
+        return (f"kept {label(current)}: the fastest of {len(plans)} plans ({label(best)}) ran {speedup.describe()} "
+                f"of its speed, then {again.describe()} in a second timing of the two")
+    sentence = (f"{label(best)} ran {speedup.describe()} the speed of {label(current)}, the fastest of {len(plans)} "
+                f"plans, and {again.describe()} in a second timing of the two")
     for entry, use in zip(entries, best):
         if use != entry.record.use:
             store.revise(dataclasses.replace(entry.record, use=use, revised=f"{reason}: {sentence}"), directory)
@@ -450,6 +457,12 @@ def _runnable_here(entries):
 
 def _more_kernels(plan, current):
     return plan.count("kernel") > current.count("kernel")
+
+
+def _beats(plan, current, speedup):
+    """Whether `plan`, timed at `speedup` against `current`, replaces it: on a faster median, or, where
+    it runs more kernels, only faster beyond the noise (as _use)."""
+    return speedup.median > 1 and (not _more_kernels(plan, current) or speedup.verdict() == "faster")
 
 
 def _usable_records(directory):
@@ -493,15 +506,29 @@ def _as_loaded(plan, halves):
     return tuple(choice.baseline or "kernel" for choice in agreed)
 
 
-def _revise_use(incumbent, timings, directory):
+def _revise_use(incumbent, timings, directory, again):
     """Whether the kept winner or BLAS runs, decided again by this final comparison (_use); the
-    record is rewritten only if that changed. Returns what changed, in words."""
+    record is rewritten only if that changed, and only if a second comparison (`again()`: the
+    kernel and the fallbacks timed anew) decides the same. Returns what changed, in words.
+
+    One comparison's verdict moves with the hour: on a Zen 4 (2026-12-03) the headline forward's
+    kernel read 1.019x BLAS with beta (interval 1.008-1.033) in the re-search's final comparison, so
+    BLAS ran it, and 1.094x (1.051-1.497) in a search an hour later, which moved it to the kernel.
+    A decision that two comparisons in a row agree on is the one a single lucky or disturbed
+    comparison does not flip; the second costs time only where the use would change."""
     record = incumbent.record
-    use, why = _use(timings[record.config.label()], timings)
+    label = record.config.label()
+    use, why = _use(timings[label], timings)
     if use == record.use:
         return ""
-    store.revise(dataclasses.replace(record, use=use, revised=f"a later final comparison: {why}"), directory)
-    return f"; the loader now runs {use} here ({why})"
+    confirmation = again()
+    use_again, why_again = _use(confirmation[label], confirmation)
+    if use_again != use:
+        return (f"; the loader still runs {record.use} here: one final comparison said {use} ({why}), "
+                f"a second, to confirm it, {use_again} ({why_again})")
+    both = f"two final comparisons in a row: {why}; then {why_again}"
+    store.revise(dataclasses.replace(record, use=use, revised=f"a later final comparison, {both}"), directory)
+    return f"; the loader now runs {use} here ({both})"
 
 
 def _use(timing, timings):

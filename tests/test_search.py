@@ -404,6 +404,51 @@ def test_a_backward_on_blas_moves_to_kernels_only_when_they_are_faster_beyond_th
     assert "kernel" in {e.record.use for e in store.entries(directory)}
 
 
+def test_a_plan_that_wins_one_timing_but_not_the_second_changes_nothing(tmp_path, monkeypatch):
+    """The fastest plan is timed again beside the stored one: the records change only if it wins
+    there too, so one lucky or disturbed timing does not move a use."""
+    directory = tmp_path / "tuned"
+    shape = Shape(B=1, T=13, C=24, OC=17)
+    serial = config(4, 1, 64, 1, 1, "rows-outer", 1)
+    for name in ("backward_input", "backward_weight"):
+        record, source = make_record(problem=KERNELS[name].problem(shape), config=serial)
+        assert store.save(dataclasses.replace(record, use="blas"), source, directory)
+    timings = []
+
+    def kernels_win_then_tie(contenders, **options):
+        kernels = [0.8] * 6 if not timings else [1.0] * 6
+        timings.append(tuple(contenders))
+        return {plan: measure.Timing.of([1.0] * 6 if plan == ("blas", "blas") else kernels) for plan in contenders}
+
+    monkeypatch.setattr(search.measure, "compare", kernels_win_then_tie)
+    sentence = search.agree_backward(shape, directory)
+    assert sentence.startswith("kept blas for dinp + blas for dweight") and "second timing" in sentence
+    assert len(timings) == 2 and set(timings[1]) == {("blas", "blas"), ("kernel", "kernel")}
+    assert {e.record.use for e in store.entries(directory)} == {"blas"}
+
+
+def test_a_kept_winner_changes_use_only_when_a_second_comparison_agrees(tmp_path):
+    """_revise_use: a final comparison that would move a record from BLAS to its kernel is timed
+    again; a second that ties keeps BLAS, a second that agrees moves it (and says both)."""
+    directory = tmp_path / "tuned"
+    record, source = make_record()
+    assert store.save(dataclasses.replace(record, use="blas"), source, directory)
+    [incumbent] = store.entries(directory)
+    label = record.config.label()
+
+    def timed(kernel_seconds):
+        return {label: measure.Timing.of(kernel_seconds), "blas": measure.Timing.of([1.0] * 7)}
+
+    faster, tie = [0.8] * 7, [0.99, 1.01, 1.0, 0.98, 1.02, 1.0, 0.995]
+    said = search._revise_use(incumbent, timed(faster), directory, lambda: timed(tie))
+    assert "the loader still runs blas here" in said
+    assert store.entries(directory)[0].record.use == "blas"
+    said = search._revise_use(incumbent, timed(faster), directory, lambda: timed(faster))
+    assert "the loader now runs kernel here (two final comparisons in a row" in said
+    assert store.entries(directory)[0].record.use == "kernel"
+    assert search._revise_use(store.entries(directory)[0], timed(faster), directory, lambda: 1 / 0) == ""
+
+
 def test_a_losing_kernel_gives_way_to_blas_with_beta_unless_another_fallback_beats_it_beyond_the_noise():
     blas = measure.Timing.of([1.0] * 6)
     close = measure.Timing.of([0.97, 1.02, 0.99, 1.01, 0.98, 0.995])  # a faster median, within the noise
