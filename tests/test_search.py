@@ -380,15 +380,19 @@ def test_the_whole_backward_is_timed_and_a_half_that_loses_there_switches_to_bla
     assert winners.choice(KERNELS["backward_input"].problem(shape)).config == serial
 
 
-def test_a_backward_on_blas_moves_to_kernels_only_when_they_are_faster_beyond_the_noise(tmp_path, monkeypatch):
-    """Within the noise, the whole backward keeps BLAS rather than moving a half to its kernel; a
-    plan with kernels faster beyond the noise is taken."""
-    directory = tmp_path / "tuned"
-    shape = Shape(B=1, T=13, C=24, OC=17)
+def _backward_records_on_blas(directory, shape):
+    """Records of both backward halves at `shape` (a serial kernel each), both running BLAS."""
     serial = config(4, 1, 64, 1, 1, "rows-outer", 1)
     for name in ("backward_input", "backward_weight"):
         record, source = make_record(problem=KERNELS[name].problem(shape), config=serial)
         assert store.save(dataclasses.replace(record, use="blas"), source, directory)
+
+
+def test_a_backward_on_blas_moves_to_kernels_only_when_they_are_faster_beyond_the_noise(tmp_path, monkeypatch):
+    """Within the noise, the whole backward keeps BLAS rather than moving a half to its kernel; a
+    plan with kernels faster beyond the noise is taken."""
+    directory, shape = tmp_path / "tuned", Shape(B=1, T=13, C=24, OC=17)
+    _backward_records_on_blas(directory, shape)
 
     def kernels_take(seconds):
         def compare(contenders, **options):  # the all-BLAS plan takes 1.0 s in every round
@@ -407,12 +411,8 @@ def test_a_backward_on_blas_moves_to_kernels_only_when_they_are_faster_beyond_th
 def test_a_plan_that_wins_one_timing_but_not_the_second_changes_nothing(tmp_path, monkeypatch):
     """The fastest plan is timed again beside the stored one: the records change only if it wins
     there too, so one lucky or disturbed timing does not move a use."""
-    directory = tmp_path / "tuned"
-    shape = Shape(B=1, T=13, C=24, OC=17)
-    serial = config(4, 1, 64, 1, 1, "rows-outer", 1)
-    for name in ("backward_input", "backward_weight"):
-        record, source = make_record(problem=KERNELS[name].problem(shape), config=serial)
-        assert store.save(dataclasses.replace(record, use="blas"), source, directory)
+    directory, shape = tmp_path / "tuned", Shape(B=1, T=13, C=24, OC=17)
+    _backward_records_on_blas(directory, shape)
     timings = []
 
     def kernels_win_then_tie(contenders, **options):
