@@ -90,6 +90,7 @@ def main(argv=None):
     bench_parser.add_argument("--op", choices=["all", *bench.OP_KERNELS], default="all",
                               help="which op to time; all: forward, backward and step (the forward, then the backward)")
     bench_parser.add_argument("--rounds", type=positive(int), default=5, help="interleaved rounds; medians are reported")
+    _max_rounds_option(bench_parser)
     bench_parser.add_argument("--csv", default="bench.csv", help="where to write the rows")
     bench_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
     _keep_blas_env_option(bench_parser)
@@ -98,6 +99,7 @@ def main(argv=None):
                                        **defaults)
     sweep_parser.add_argument("--full", action="store_true", help="every power-of-two step of the article's ranges")
     sweep_parser.add_argument("--rounds", type=positive(int), default=3, help="interleaved rounds")
+    _max_rounds_option(sweep_parser)
     sweep_parser.add_argument("--csv", default="sweep.csv", help="where to write the rows")
     sweep_parser.add_argument("--plots", default="sweep", help="PNG prefix (needs the plot extra: matplotlib)")
     sweep_parser.add_argument("--tuned-dir", default=str(store.tuned_dir()), metavar="DIR", help="folder of winners")
@@ -236,6 +238,12 @@ def _or_dash(value):
     return "-" if value != value else value  # NaN: not measured
 
 
+def _max_rounds_option(parser):
+    parser.add_argument("--max-rounds", type=positive(int), default=bench.MAX_ROUNDS, metavar="N",
+                        help=f"add rounds to a row, up to N in all, until tuned / best other's interval is "
+                             f"{bench.WIDTH:.0%} narrow (high / low); N = --rounds adds none")
+
+
 def _keep_blas_env_option(parser):
     parser.add_argument("--keep-blas-env", action="store_true",
                         help=f"keep {' and '.join(bench.BLAS_ENV)}: compare against the OpenBLAS kernel they force "
@@ -272,7 +280,7 @@ def run_sweep(args):
         except KeyboardInterrupt:
             print("\ninterrupted: run the same command again to resume", file=sys.stderr)
             return 130
-    rows, plots = sweep.run(shapes, args.rounds, args.csv, args.plots,
+    rows, plots = sweep.run(shapes, args.rounds, args.csv, args.plots, max_rounds=args.max_rounds,
                             progress=lambda row: print(f"  {row['op']} {row['shape']}: done", file=sys.stderr))
     print("\n".join(sweep.summary(rows)))
     print(f"{len(rows)} rows in {args.csv}; plots: {', '.join(plots) or 'none (pip install -e .[plot])'}")
@@ -288,15 +296,16 @@ def run_bench(args):
     if args.njit:
         return _bench_njit(args, progress)
     if args.model:
-        rows, summary, peak, torch = bench.model_step(args.model, args.batch, args.seq, args.rounds, progress)
+        rows, summary, peak, torch = bench.model_step(args.model, args.batch, args.seq, args.rounds, progress,
+                                                          max_rounds=args.max_rounds)
     else:
         op_names = tuple(bench.OP_KERNELS) if args.op == "all" else (args.op,)
-        rows, peak, torch = bench.run(args.shapes, op_names, args.rounds, progress=progress)
+        rows, peak, torch = bench.run(args.shapes, op_names, args.rounds, progress=progress, max_rounds=args.max_rounds)
     names = [n for n in ("naive", "tuned", "numpy", "numpy 2-D", "BLAS beta", "torch", "sgemm") if f"{n} GF/s" in rows[0]]
     print_table([*(["matmul"] if args.model else []), "B,T,C,OC", "op", "dispatch", *names, "best other", "x best",
-                 "% peak", "entry us"],
+                 "rounds", "% peak", "entry us"],
                 [[*([r["matmul"]] if args.model else []), _short(r["shape"]), r["op"], r["dispatch"],
-                  *[r.get(f"{n} GF/s", "-") for n in names], r["best other"], _versus_best(r),
+                  *[r.get(f"{n} GF/s", "-") for n in names], r["best other"], _versus_best(r), r["rounds"],
                   r["tuned % peak"], _or_dash(r["entry point us"])] for r in rows])
     if args.model:
         best = max((n for n in bench.OTHERS if n in summary), key=lambda n: summary[n]["gflops"])
@@ -306,7 +315,8 @@ def run_bench(args):
                      for n, s in summary.items()])
         print(f"best other: {best}")
     blas = measure.blas_info()
-    print(f"\nGF/s, medians of {args.rounds} interleaved rounds, {threads} threads for every contender (tuned kernels "
+    print(f"\nGF/s, medians of {args.rounds} to {max(args.rounds, args.max_rounds)} interleaved rounds (rounds: how many a row "
+          f"took; rounds are added until x best's interval is {bench.WIDTH:.0%} narrow), {threads} threads for every contender (tuned kernels "
           f"run their stored thread count). FMA peak: {peak:.1f} GF/s (the best measured on this machine kind). BLAS: {'; '.join(blas['libraries'])}; "
           f"OPENBLAS_CORETYPE {blas['OPENBLAS_CORETYPE']}. torch: {bench.torch_info(torch)}. "
           f"Target: {machine.target_label()}. dispatch per kernel: tuned winner, blas, kin (tuned at this size on this CPU "

@@ -32,6 +32,8 @@ SMALL = ["4,64,48,48", "8,128,192,192"]
 DEFAULT_SHAPES = ["64,1024,768,768", *GPT2_SMALL, *SMALL]
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # preset on some machines; they force an OpenBLAS kernel
 OTHERS = ("numpy", "numpy 2-D", "BLAS beta", "torch")  # what a user could run instead: "best other"
+WIDTH = 0.10  # bench and sweep add rounds to a row until tuned / best other's interval is this narrow
+MAX_ROUNDS = 15  # ... or until it has this many
 # The ops bench times; "step" is the forward, then the backward, each contender running both. Timed
 # alone, an op never meets the threads the other op leaves spinning (autotune/__init__.py).
 OP_KERNELS = {"forward": ops.OPS["forward"], "backward": ops.OPS["backward"], "step": ops.OPS["all"]}
@@ -174,15 +176,32 @@ def dispatch(op_choices):
     return "+".join(names)
 
 
-def time_op(op, shape, rounds, torch=None, bias=True, skip_naive=False):
-    """{contender: Timing} of one op at one shape, interleaved."""
+def time_op(op, shape, rounds, torch=None, bias=True, skip_naive=False, max_rounds=None, width=WIDTH):
+    """{contender: Timing} of one op at one shape, interleaved: `rounds` rounds, then more, up to
+    `max_rounds`, until tuned / best other's interval is `width` narrow (precise)."""
     a = op_arrays(shape, bias=bias)
     timed = contenders(op, a, torch)
     if skip_naive:
         del timed["naive"]
     # OpenBLAS's threads spin after a call and slow what runs next; so may torch's and numba's OpenMP
     # threads, and tuned runs BLAS at some sizes: a pause after every contender, not only BLAS ones.
-    return measure.compare(timed, rounds=rounds, settle_after=tuple(timed))
+    return measure.compare(timed, rounds=rounds, settle_after=tuple(timed), max_rounds=max_rounds or rounds,
+                           until=precise(width), first_rounds_only=("naive",))
+
+
+def precise(width):
+    """A test of timings so far: is tuned / best other's interval narrower than `width` (high / low - 1)?
+
+    Calls of a fraction of a millisecond move widely between bursts here: 3-5 rounds read intervals
+    like 0.60-2.04 at 64,64,192,192 (Zen 4, 2026-12-03), readings that neither show a loss nor rule
+    it out. A row gets rounds until its interval says something, whichever way it points; large
+    shapes are precise after the first rounds. The naive loop is left out of the added rounds: it
+    takes seconds a call at large shapes, and its ratio (10-100x) needs no precision."""
+    def enough(timings):
+        paired = versus(timings)
+        ratio = paired[best_other(paired)]
+        return ratio.high / ratio.low - 1 <= width
+    return enough
 
 
 ENTRY_RESOLVED_S = 1e-3  # above it, the difference of two medians is the calls' noise, not the entry point
@@ -219,7 +238,7 @@ def row(op, shape, timings, peak, flops, threads):
     best = best_other(paired)
     op_choices = choices(op, shape)
     return {"shape": str(shape), "op": op, "dispatch": dispatch(op_choices), "origin": origin(op_choices),
-            "threads": threads, "flops": flops,
+            "threads": threads, "flops": flops, "rounds": timings["tuned"].rounds,
             **{f"{name} GF/s": round(v, 1) for name, v in gf.items()},
             **{f"{name} s": t.median for name, t in timings.items()},
             "best other": best, "tuned / best other": round(paired[best].median, 3),
@@ -231,8 +250,10 @@ def row(op, shape, timings, peak, flops, threads):
             "peak GF/s": round(peak, 1)}
 
 
-def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progress=print, naive_max_gflop=None):
-    """Rows per shape and op; the naive loop is skipped past `naive_max_gflop`."""
+def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progress=print, naive_max_gflop=None,
+        max_rounds=None):
+    """Rows per shape and op, each of `rounds` rounds and up to `max_rounds` (time_op); the naive
+    loop is skipped past `naive_max_gflop`."""
     threads = machine.max_threads()
     peak = fma_peak(threads)
     torch = ops.torch_or_none()  # on numba's thread count, as every other contender
@@ -242,7 +263,7 @@ def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progr
             flops = sum(ops.KERNELS[k].problem(shape).flops for k in OP_KERNELS[op])
             skip = naive_max_gflop is not None and flops > naive_max_gflop * 1e9
             with measure.thread_count(threads):
-                timings = time_op(op, shape, rounds, torch, skip_naive=skip)
+                timings = time_op(op, shape, rounds, torch, skip_naive=skip, max_rounds=max_rounds)
             rows.append(row(op, shape, timings, peak, flops, threads))
             progress(rows[-1])
     if csv_path:
@@ -250,7 +271,7 @@ def run(shapes, op_names=("forward", "backward"), rounds=5, csv_path=None, progr
     return rows, peak, torch
 
 
-def model_step(model, batch, seq, rounds, progress=print):
+def model_step(model, batch, seq, rounds, progress=print, max_rounds=None):
     """Every matmul of one GPT-2 training step, forward and backward, timed per matmul kind and summed
     (times the number of layers) for every contender; rows per matmul and op, then the step's total."""
     threads = machine.max_threads()
@@ -261,7 +282,8 @@ def model_step(model, batch, seq, rounds, progress=print):
         for op in ("forward", "backward"):
             flops = sum(ops.KERNELS[k].problem(matmul.shape).flops for k in ops.OPS[op])
             with measure.thread_count(threads):
-                timings = time_op(op, matmul.shape, rounds, torch, bias=matmul.bias, skip_naive=True)
+                timings = time_op(op, matmul.shape, rounds, torch, bias=matmul.bias, skip_naive=True,
+                                  max_rounds=max_rounds)
             rows.append({"matmul": f"{matmul.name} x{matmul.count}", **row(op, matmul.shape, timings, peak, flops,
                                                                            threads)})
             progress(rows[-1])

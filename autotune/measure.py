@@ -78,8 +78,9 @@ class Speedup:
 
 
 def speedup(a, b, seed=0):
-    """Speedup of Timing `a` over Timing `b`, paired by round."""
-    ratios = np.array(b.samples) / np.array(a.samples)
+    """Speedup of Timing `a` over Timing `b`, paired by round (the rounds both ran)."""
+    paired = min(a.rounds, b.rounds)  # compare's extra rounds may have skipped one of them
+    ratios = np.array(b.samples[:paired]) / np.array(a.samples[:paired])
     rng = np.random.default_rng(seed)
     medians = np.median(ratios[rng.integers(0, len(ratios), (BOOTSTRAP_SAMPLES, len(ratios)))], axis=1)
     tail = (1 - CONFIDENCE) / 2
@@ -171,11 +172,15 @@ def warm_blas():
     _blas_warmed = True
 
 
-def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max_rounds=12):
+def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max_rounds=12, until=None,
+            first_rounds_only=()):
     """Interleaved timing of {name: fn}: {name: Timing}. Each round times every contender over a short
     burst of back-to-back calls after a few untimed ones (wake), in a random order per round; a
     pause follows every contender named in `settle_after`. With `budget_s`, as many rounds as fit
-    it, at least `rounds` and at most `max_rounds`."""
+    it, at least `rounds` and at most `max_rounds`. With `until` (a test of the {name: Timing} so
+    far), rounds are added one at a time, up to `max_rounds`, until it passes; those rounds skip the
+    contenders in `first_rounds_only` (slow ones whose comparisons need no precision), which keep
+    the first rounds' samples (speedup pairs the rounds both contenders ran)."""
     warm_blas()
     calls, once, round_s = {}, {}, 0.0
     for name, fn in contenders.items():
@@ -187,16 +192,26 @@ def compare(contenders, rounds=5, settle_after=(), seed=None, budget_s=None, max
             settle()
     if budget_s is not None:
         rounds = max(rounds, min(max_rounds, int(budget_s / round_s)))
-    order, shuffle = list(contenders), random.Random(seed).shuffle
+    shuffle = random.Random(seed).shuffle
     samples = {name: [] for name in contenders}
-    for _ in range(rounds):
+
+    def one_round(names):
+        order = list(names)
         shuffle(order)
         for name in order:
             wake(contenders[name], once[name])
             samples[name].append(seconds(contenders[name], calls[name]))
             if name in settle_after:
                 settle()
-    return {name: Timing.of(s) for name, s in samples.items()}
+
+    for _ in range(rounds):
+        one_round(contenders)
+    timings = {name: Timing.of(s) for name, s in samples.items()}
+    while until is not None and rounds < max_rounds and not until(timings):
+        one_round(name for name in contenders if name not in first_rounds_only)
+        rounds += 1
+        timings = {name: Timing.of(s) for name, s in samples.items()}
+    return timings
 
 
 def blas_info():

@@ -32,9 +32,10 @@ def tune(shapes, trials, storage=None, progress=print):
             search.search(ops.KERNELS[name], ops.Shape.parse(shape), trials=trials, storage=storage)
 
 
-def run(shapes, rounds=3, csv_path="sweep.csv", plot_prefix="sweep", progress=print):
+def run(shapes, rounds=3, csv_path="sweep.csv", plot_prefix="sweep", progress=print, max_rounds=None):
+    """bench's rows (`rounds` rounds a row, more up to `max_rounds` where imprecise) and plots."""
     rows, _, _ = bench.run([ops.Shape.parse(s) for s in shapes], ("forward", "backward"), rounds,
-                           progress=progress, naive_max_gflop=NAIVE_MAX_GFLOP)
+                           progress=progress, naive_max_gflop=NAIVE_MAX_GFLOP, max_rounds=max_rounds)
     for row in rows:
         B, T, C, _ = (int(part.split("=")[1]) for part in row["shape"].split(","))
         row["elements"] = B * T * C  # the article's x axis: elements of the input tensor
@@ -84,8 +85,9 @@ def summary(rows):
         worst = min(op_rows, key=lambda r: r["tuned / best other"])
         origins = collections.Counter(r["origin"] for r in op_rows)
         surely_below = sum(r["tuned / best other high"] < 0.9 for r in op_rows)  # the whole interval
+        rounds = sorted(r["rounds"] for r in op_rows)
         lines.append(f"{op}: tuned / best other median {statistics.median(ratios):.2f}, worst {min(ratios):.2f} "
                      f"({worst['shape']}), {sum(x < 0.9 for x in ratios)} of {len(ratios)} below 0.90 "
-                     f"({surely_below} with the whole interval below); dispatch: "
+                     f"({surely_below} with the whole interval below); {rounds[0]}-{rounds[-1]} rounds a shape; dispatch: "
                      + ", ".join(f"{n} {origin}" for origin, n in origins.most_common()))
     return lines

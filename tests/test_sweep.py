@@ -1,6 +1,7 @@
 """The seed article's sweep and the benchmark on tiny shapes: rows, CSV, plots, every contender."""
 import csv
 import math
+import time
 
 import numpy as np
 import optuna
@@ -27,16 +28,16 @@ def test_sweep_on_a_tiny_grid_writes_rows_and_plots(tmp_path):
 
 def test_the_sweep_summary_gives_the_median_the_worst_and_where_each_choice_came_from():
     rows = [{"op": "forward", "shape": f"B={b}", "tuned / best other": ratio, "tuned / best other high": high,
-             "origin": origin}
-            for b, ratio, high, origin in [(1, 1.02, 1.1, "tuned"), (2, 0.85, 0.88, "near"), (3, 0.97, 1.0, "far"),
-                                           (4, 0.8, 0.95, "near")]]
+             "origin": origin, "rounds": rounds}
+            for b, ratio, high, origin, rounds in [(1, 1.02, 1.1, "tuned", 3), (2, 0.85, 0.88, "near", 15),
+                                                   (3, 0.97, 1.0, "far", 4), (4, 0.8, 0.95, "near", 9)]]
     rows.append({"op": "backward", "shape": "B=1", "tuned / best other": 1.1, "tuned / best other high": 1.2,
-                 "origin": "tuned"})
+                 "origin": "tuned", "rounds": 3})
     assert sweep.summary(rows) == [
         ("forward: tuned / best other median 0.91, worst 0.80 (B=4), 2 of 4 below 0.90 (1 with the whole interval "
-         "below); dispatch: 2 near, 1 tuned, 1 far"),
+         "below); 3-15 rounds a shape; dispatch: 2 near, 1 tuned, 1 far"),
         ("backward: tuned / best other median 1.10, worst 1.10 (B=1), 0 of 1 below 0.90 (0 with the whole interval "
-         "below); dispatch: 1 tuned")]
+         "below); 3-3 rounds a shape; dispatch: 1 tuned")]
 
 
 def test_the_default_grid_is_the_documented_subset():
@@ -76,6 +77,22 @@ def test_the_best_other_is_the_one_tuned_is_least_ahead_of_round_by_round():
     paired = bench.versus(timings)
     assert timings["numpy"].median < timings["BLAS beta"].median
     assert bench.best_other(paired) == "BLAS beta" and paired["BLAS beta"].median == 1.25
+
+
+def test_bench_adds_rounds_to_a_row_until_its_interval_is_narrow_but_not_to_the_naive_loop(monkeypatch):
+    # The tuned op sleeps 1 ms or 3 ms at random, so tuned / best other stays wide: rounds are added up
+    # to the limit, the naive loop keeps its first rounds' samples only.
+    rng = np.random.default_rng(0)
+    noisy = lambda: time.sleep(0.001 if rng.random() < 0.5 else 0.003)
+    real = bench.contenders
+    monkeypatch.setattr(bench, "contenders", lambda op, a, torch=None: {**real(op, a, torch), "tuned": noisy})
+    monkeypatch.setattr(measure, "BURST_S", 0.001)  # one call a burst: a tiny shape's rounds, quickly
+    monkeypatch.setattr(measure, "BLAS_SETTLE_S", 0.0)
+    timings = bench.time_op("forward", Shape(1, 4, 3, 5), rounds=2, max_rounds=7)
+    assert timings["tuned"].rounds == timings["numpy"].rounds == 7 and timings["naive"].rounds == 2
+    assert bench.versus(timings)["naive"].rounds == 2  # paired over the rounds both ran
+    steady = bench.time_op("forward", Shape(1, 4, 3, 5), rounds=2, max_rounds=7, width=1e9)
+    assert steady["tuned"].rounds == 2  # precise enough after the first rounds: nothing added
 
 
 def test_a_step_contender_runs_the_forward_then_the_backward():
