@@ -241,7 +241,7 @@ def _or_dash(value):
 def _max_rounds_option(parser):
     parser.add_argument("--max-rounds", type=positive(int), default=bench.MAX_ROUNDS, metavar="N",
                         help=f"add rounds to a row, up to N in all, until tuned / best other's interval is "
-                             f"{bench.WIDTH:.0%} narrow (high / low); N = --rounds adds none")
+                             f"{bench.WIDTH * 100:.0f}%% narrow (high / low); N = --rounds adds none")
 
 
 def _keep_blas_env_option(parser):

@@ -68,7 +68,9 @@ def test_help_shows_every_default_and_the_readme_lists_every_flag(tuned):
     synopsis = readme[readme.index("## Command line"):]
     synopsis = synopsis[:synopsis.index("```", synopsis.index("```") + 3)]
     for command in ("search", "show", "bench", "sweep", "pull", "report"):
-        text = autotune(command, "--help", tuned=tuned).stdout
+        result = autotune(command, "--help", tuned=tuned)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
+        text = result.stdout
         flags = set(re.findall(r"(--[a-z][a-z-]+)", text)) - {"--help"}
         missing = sorted(f for f in flags if f not in synopsis)
         assert not missing, f"README's synopsis lacks {missing} of `{command}`"
