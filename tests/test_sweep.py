@@ -1,7 +1,6 @@
 """The seed article's sweep and the benchmark on tiny shapes: rows, CSV, plots, every contender."""
 import csv
 import math
-import time
 
 import numpy as np
 import optuna
@@ -79,16 +78,21 @@ def test_the_best_other_is_the_one_tuned_is_least_ahead_of_round_by_round():
     assert bench.best_other(paired) == "BLAS beta" and paired["BLAS beta"].median == 1.25
 
 
-def test_bench_adds_rounds_to_a_row_until_its_interval_is_narrow_but_not_to_the_naive_loop(monkeypatch):
-    # The tuned op sleeps 1 ms or 3 ms at random, so tuned / best other stays wide: rounds are added up
-    # to the limit, the naive loop keeps its first rounds' samples only.
-    rng = np.random.default_rng(0)
-    noisy = lambda: time.sleep(0.001 if rng.random() < 0.5 else 0.003)
-    real = bench.contenders
-    monkeypatch.setattr(bench, "contenders", lambda op, a, torch=None: {**real(op, a, torch), "tuned": noisy})
-    monkeypatch.setattr(measure, "BURST_S", 0.001)  # one call a burst: a tiny shape's rounds, quickly
+def test_a_row_is_precise_when_tuned_over_its_best_other_reads_a_narrow_interval():
+    timing = lambda *samples: measure.Timing.of(samples)
+    steady = {"tuned": timing(1.0, 1.0, 1.0, 1.0), "numpy": timing(1.2, 1.3, 1.2, 1.3),
+              "BLAS beta": timing(1.1, 1.1, 1.1, 1.1)}
+    noisy = {**steady, "tuned": timing(1.0, 3.0, 1.0, 3.0)}  # tuned / BLAS beta: 1.1, 0.37, 1.1, 0.37
+    assert bench.precise(0.1)(steady)
+    assert not bench.precise(0.1)(noisy) and bench.precise(10.0)(noisy)
+
+
+def test_bench_adds_rounds_to_a_row_until_precise_but_not_to_the_naive_loop(monkeypatch):
+    # A width below zero is never reached: rounds are added up to the limit, the naive loop keeps
+    # its first rounds' samples only. (Random noise here would stop early whenever two rounds agree.)
+    monkeypatch.setattr(measure, "BURST_S", 0.001)  # a few calls a burst: a tiny shape's rounds, quickly
     monkeypatch.setattr(measure, "BLAS_SETTLE_S", 0.0)
-    timings = bench.time_op("forward", Shape(1, 4, 3, 5), rounds=2, max_rounds=7)
+    timings = bench.time_op("forward", Shape(1, 4, 3, 5), rounds=2, max_rounds=7, width=-1.0)
     assert timings["tuned"].rounds == timings["numpy"].rounds == 7 and timings["naive"].rounds == 2
     assert bench.versus(timings)["naive"].rounds == 2  # paired over the rounds both ran
     steady = bench.time_op("forward", Shape(1, 4, 3, 5), rounds=2, max_rounds=7, width=1e9)
