@@ -201,13 +201,17 @@ def run_search(args):
 
 
 def print_outcomes(outcomes, directory):
-    """The table of a search or pull (narrow: `show` has every detail), then each best config and decision."""
+    """The table of a search or pull (narrow: `show` has every detail), then each best config and decision.
+    GF/s and the ratios are the best config's; "tuned/" says whether it was stored, and what the
+    loader runs for the size now (the stored winner's kernel or a fallback), which a kept winner's
+    own timings or the whole backward's may have decided."""
+    runs = {e.record.problem: e.record.use for e in store.entries(directory) if e.status == "ok"}
     print_table(["kernel", "M x N x K", "GF/s", "x BLAS", "x numpy", "x torch", "trials timed/failed", "tuned/"],
                 [[o.record.problem.kernel, f"{o.record.problem.M}x{o.record.problem.N}x{o.record.problem.K}",
                   f"{o.record.gflops:.1f}", f"{o.record.vs_blas[0]:.2f}", f"{o.record.speedup_over('numpy'):.2f}",
                   _over_torch(o.record),
                   f"{o.record.trials['complete']}/{o.record.trials['failed']}",
-                  ("stored" if o.stored else "kept") + (f", runs {o.record.use}" if o.stored and o.record.use != "kernel" else "")]
+                  ("stored" if o.stored else "kept") + f", runs {runs.get(o.record.problem, o.record.use)}"]
                  for o in outcomes])
     for o in outcomes:
         print(f"{o.record.problem.kernel}: best config {o.record.config.label()}")

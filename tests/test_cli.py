@@ -1,5 +1,7 @@
 """The command line refuses bad input: one line that says what is wrong and what to type instead,
-a non-zero exit, no traceback, and nothing written to tuned/. Run as a user runs it, in a subprocess."""
+a non-zero exit, no traceback, and nothing written to tuned/. Run as a user runs it, in a subprocess.
+And what the command line prints says what will run."""
+import dataclasses
 import os
 import re
 import subprocess
@@ -7,6 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_record
+
+from autotune import __main__ as cli
+from autotune import search, store
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BAD = [
@@ -98,3 +104,15 @@ def test_a_search_runs_without_a_preset_openblas_kernel(tmp_path, tuned):
     assert result.returncode == 0, result.stderr
     assert "unsetting OPENBLAS_CORETYPE" in result.stderr
     assert "OPENBLAS_CORETYPE unset" in result.stdout
+
+
+def test_a_search_table_says_what_the_loader_runs_when_the_winner_is_kept(tmp_path, capsys):
+    """The table shows the best new config's speed; where the stored winner was kept and runs BLAS,
+    the row must say so, or a user reads the new config's 1.07x BLAS as what runs."""
+    stored, source = make_record(use="blas")
+    store.save(stored, source, tmp_path)
+    flipped = "rows-outer" if stored.config.order == "panels-outer" else "panels-outer"
+    best, _ = make_record(config=dataclasses.replace(stored.config, order=flipped), vs_blas=1.07)
+    cli.print_outcomes([search.Outcome(best, False, "kept the stored winner")], tmp_path)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("forward"))
+    assert row.endswith("kept, runs blas"), row
