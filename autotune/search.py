@@ -338,7 +338,8 @@ def pull(storage, directory=None):
 
 def finish(study, kernel, problem, directory):
     """Time the study's finalists side by side with the stored winner (if any) and BLAS; store the
-    fastest finalist if no winner was stored or it beats the winner beyond the noise."""
+    fastest finalist if no winner was stored, if it beats the winner beyond the noise, or if it ties
+    a winner that runs a fallback and beats that fallback itself (_ahead_of_the_fallback)."""
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         reasons = {t.user_attrs.get("failure") or t.user_attrs.get("rejected")
                    for t in study.trials}
@@ -353,6 +354,9 @@ def finish(study, kernel, problem, directory):
     timings = measure.side_by_side(kernel, problem, functions, FINAL_BUDGET_S, baselines=ops.fallbacks())
     best = min(configs, key=lambda c: timings[c.label()].median)
     replace, decision = _decision(best, incumbent, timings)
+    if not replace and incumbent is not None and kernel.name not in ops.OPS["backward"]:
+        replace, decision = _ahead_of_the_fallback(best, incumbent, timings, decision, lambda: measure.side_by_side(
+            kernel, problem, {best.label(): functions[best.label()]}, FINAL_BUDGET_S, baselines=ops.fallbacks()))
     record = _record(study, kernel, problem, best, configs, timings, incumbent, decision if replace else "")
     if not replace:
         if kernel.name not in ops.OPS["backward"]:  # a backward half's use is the whole backward's to decide
@@ -529,6 +533,29 @@ def _revise_use(incumbent, timings, directory, again):
     both = f"two final comparisons in a row: {why}; then {why_again}"
     store.revise(dataclasses.replace(record, use=use, revised=f"a later final comparison, {both}"), directory)
     return f"; the loader now runs {use} here ({both})"
+
+
+def _ahead_of_the_fallback(best, incumbent, timings, decision, again):
+    """(whether `best` replaces the stored winner after all, why). Where the stored winner is kept
+    on a tie but runs a fallback (it did not beat it beyond the noise here), and `best` did, the
+    user would get the fallback's speed though a kernel ahead of it was found: `best` is stored if a
+    second comparison (`again()`: `best` and the fallbacks timed anew) agrees. On a Zen 4
+    (2026-12-04) a search of the headline forward found the stored config with B sliced at 1.07x
+    BLAS with beta and 1.022x the stored config (interval 0.977-1.384), which did not beat BLAS
+    beyond the noise in that comparison, so the op stayed on BLAS."""
+    kept = incumbent.record.config.label()
+    if best == incumbent.record.config or _use(timings[kept], timings)[0] == "kernel":
+        return False, decision
+    use, why = _use(timings[best.label()], timings)
+    if use != "kernel":
+        return False, decision
+    confirmation = again()
+    use_again, why_again = _use(confirmation[best.label()], confirmation)
+    if use_again != "kernel":
+        return False, f"{decision}; it ran ahead of the fallback once ({why}), not in a second comparison ({why_again})"
+    versus = measure.speedup(timings[best.label()], timings[kept])
+    return True, (f"{versus.describe()} the stored winner's speed (a tie) and, unlike it, ahead of the fallback "
+                  f"in two final comparisons in a row: {why}; then {why_again}")
 
 
 def _use(timing, timings):

@@ -528,3 +528,32 @@ def test_the_sandbox_reports_how_much_slower_than_usual_its_anchor_ran():
     with sandbox.Sandbox(kernel, problem, space.analytical_config(problem), 60) as evaluator:
         result = evaluator.evaluate(render.render(kernel, GOOD), GOOD, lambda ratios: len(ratios) < 3)
         assert 0 < evaluator.usual_anchor_s < 1 and 0.2 < result["anchor_slowdown"] < 5
+
+
+def test_a_new_best_that_ties_a_winner_on_blas_but_beats_blas_twice_is_stored(tmp_path):
+    """_ahead_of_the_fallback: the stored winner runs BLAS (it did not beat it beyond the noise) and
+    the new best, a tie with it, did: the new best replaces it only if a second comparison agrees;
+    a stored winner ahead of BLAS, or the same config found again, is left to _revise_use."""
+    directory = tmp_path / "tuned"
+    record, source = make_record()
+    assert store.save(dataclasses.replace(record, use="blas"), source, directory)
+    [incumbent] = store.entries(directory)
+    flipped = "rows-outer" if record.config.order == "panels-outer" else "panels-outer"
+    best = dataclasses.replace(record.config, order=flipped)
+    faster, tie = [0.8] * 7, [0.99, 1.01, 1.0, 0.98, 1.02, 1.0, 0.995]
+
+    def timed(kept_seconds, best_seconds):
+        return {record.config.label(): measure.Timing.of(kept_seconds), best.label(): measure.Timing.of(best_seconds),
+                "blas": measure.Timing.of([1.0] * 7)}
+
+    def never():
+        raise AssertionError("no second comparison was needed")
+
+    replace, said = search._ahead_of_the_fallback(best, incumbent, timed(tie, faster), "kept",
+                                                  lambda: timed(tie, faster))
+    assert replace and "ahead of the fallback in two final comparisons in a row" in said
+    replace, said = search._ahead_of_the_fallback(best, incumbent, timed(tie, faster), "kept", lambda: timed(tie, tie))
+    assert not replace and said.startswith("kept; it ran ahead of the fallback once")
+    assert search._ahead_of_the_fallback(best, incumbent, timed(faster, faster), "kept", never) == (False, "kept")
+    assert search._ahead_of_the_fallback(best, incumbent, timed(tie, tie), "kept", never) == (False, "kept")
+    assert search._ahead_of_the_fallback(record.config, incumbent, timed(tie, faster), "kept", never) == (False, "kept")
