@@ -544,7 +544,9 @@ def _ahead_of_the_fallback(best, incumbent, timings, decision, again):
     BLAS with beta and 1.022x the stored config (interval 0.977-1.384), which did not beat BLAS
     beyond the noise in that comparison, so the op stayed on BLAS."""
     kept = incumbent.record.config.label()
-    if best == incumbent.record.config or _use(timings[kept], timings)[0] == "kernel":
+    versus = measure.speedup(timings[best.label()], timings[kept])
+    if (best == incumbent.record.config or versus.verdict() != "within noise"
+            or _use(timings[kept], timings)[0] == "kernel"):
         return False, decision
     use, why = _use(timings[best.label()], timings)
     if use != "kernel":
@@ -553,7 +555,6 @@ def _ahead_of_the_fallback(best, incumbent, timings, decision, again):
     use_again, why_again = _use(confirmation[best.label()], confirmation)
     if use_again != "kernel":
         return False, f"{decision}; it ran ahead of the fallback once ({why}), not in a second comparison ({why_again})"
-    versus = measure.speedup(timings[best.label()], timings[kept])
     return True, (f"{versus.describe()} the stored winner's speed (a tie) and, unlike it, ahead of the fallback "
                   f"in two final comparisons in a row: {why}; then {why_again}")
 
