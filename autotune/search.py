@@ -353,16 +353,19 @@ def finish(study, kernel, problem, directory):
         functions[incumbent.record.config.label()] = (incumbent.record.config.threads, built.function(kernel))
     timings = measure.side_by_side(kernel, problem, functions, FINAL_BUDGET_S, baselines=ops.fallbacks())
     best = min(configs, key=lambda c: timings[c.label()].median)
+
+    def timed_again(config):  # a second comparison of one config beside the fallbacks
+        return lambda: measure.side_by_side(kernel, problem, {config.label(): functions[config.label()]},
+                                            FINAL_BUDGET_S, baselines=ops.fallbacks())
+
     replace, decision = _decision(best, incumbent, timings)
-    if not replace and incumbent is not None and kernel.name not in ops.OPS["backward"]:
-        replace, decision = _ahead_of_the_fallback(best, incumbent, timings, decision, lambda: measure.side_by_side(
-            kernel, problem, {best.label(): functions[best.label()]}, FINAL_BUDGET_S, baselines=ops.fallbacks()))
+    decides_use = kernel.name not in ops.OPS["backward"]  # a backward half's use is the whole backward's to decide
+    if not replace and decides_use:
+        replace, decision = _ahead_of_the_fallback(best, incumbent, timings, decision, timed_again(best))
     record = _record(study, kernel, problem, best, configs, timings, incumbent, decision if replace else "")
-    if not replace:
-        if kernel.name not in ops.OPS["backward"]:  # a backward half's use is the whole backward's to decide
-            label = incumbent.record.config.label()
-            decision += _revise_use(incumbent, timings, directory, lambda: measure.side_by_side(
-                kernel, problem, {label: functions[label]}, FINAL_BUDGET_S, baselines=ops.fallbacks()))
+    if not replace:  # _decision replaces whenever nothing was stored: here an incumbent exists
+        if decides_use:
+            decision += _revise_use(incumbent, timings, directory, timed_again(incumbent.record.config))
         return Outcome(record, False, decision)
     return Outcome(record, store.save(record, render.render(kernel, best), directory), decision)
 
