@@ -309,10 +309,9 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
                   tqdm.tqdm(total=remaining, desc=kernel.name, unit="trial", disable=not progress) as bar):
                 _IN_OPTUNA.set()
                 try:
-                    study.optimize(Objective(problem, evaluator), n_trials=MAX_PROPOSALS_PER_TRIAL * remaining,
-                                   timeout=timeout, catch=(Exception,), gc_after_trial=False,
-                                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED),
-                                              _progress(bar, problem), _stop_if_interrupted])
+                    _optimize(study, Objective(problem, evaluator), MAX_PROPOSALS_PER_TRIAL * remaining, timeout,
+                              [optuna.study.MaxTrialsCallback(trials, states=COUNTED),
+                               _progress(bar, problem), _stop_if_interrupted])
                 finally:
                     _IN_OPTUNA.clear()
                 if INTERRUPTED.is_set():  # noted at a trial boundary, where optuna stopped
@@ -321,6 +320,23 @@ def search(kernel, shape, trials=30, timeout=None, sampler="tpe", storage=None, 
             _fail_interrupted(study, earlier)
             raise
     return finish(study, kernel, problem, directory)
+
+
+def _optimize(study, objective, n_trials, timeout, callbacks):
+    """study.optimize, resumed when another worker finished a trial this one was also running: on
+    SQLite two workers can both take the same enqueued trial (optuna's row lock is a no-op there),
+    and the second to finish raises "Cannot tell a COMPLETE trial". The trial has its value, so
+    the search goes on; MaxTrialsCallback still stops it at the study's count."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            study.optimize(objective, n_trials=n_trials, timeout=left, catch=(Exception,),
+                           gc_after_trial=False, callbacks=callbacks)
+            return
+        except ValueError as error:
+            if not str(error).startswith("Cannot tell a COMPLETE trial"):
+                raise
 
 
 def pull(storage, directory=None):

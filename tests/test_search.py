@@ -561,3 +561,26 @@ def test_a_new_best_that_ties_a_winner_on_blas_but_beats_blas_twice_is_stored(tm
     assert search._ahead_of_the_fallback(best, incumbent, timed(near_blas, near_blas), "kept", never) == (False, "kept")
     assert search._ahead_of_the_fallback(best, incumbent, timed(tie, well_ahead), "kept", never) == (False, "kept")
     assert search._ahead_of_the_fallback(record.config, incumbent, timed(tie, ahead), "kept", never) == (False, "kept")
+
+
+def test_a_trial_another_worker_finished_does_not_end_the_search():
+    """On SQLite two workers can take the same enqueued trial; the second to finish it is refused
+    ("Cannot tell a COMPLETE trial") and the search goes on. Other errors still propagate."""
+    class Study:
+        calls = 0
+
+        def optimize(self, objective, **options):
+            self.calls += 1
+            if self.calls == 1:
+                raise ValueError("Cannot tell a COMPLETE trial.")
+
+    study = Study()
+    search._optimize(study, objective=None, n_trials=4, timeout=60, callbacks=[])
+    assert study.calls == 2
+
+    class Broken:
+        def optimize(self, objective, **options):
+            raise ValueError("something else")
+
+    with pytest.raises(ValueError, match="something else"):
+        search._optimize(Broken(), objective=None, n_trials=4, timeout=None, callbacks=[])
