@@ -3,7 +3,8 @@
 # matmuls of a GPT-2 small training step at B=4, T=1024 (attention projection first: its winners
 # seed the other sizes' studies; then qkv, MLP up and down), the seed article's headline shape, the
 # two small shapes of `bench`, C = OC = 48 at B=16, T=1024 (the sweep's narrowest layers, whose
-# sizes sit too far from 4,64,48,48), and the LM head (six trials: one call of it takes seconds, a
+# sizes sit too far from 4,64,48,48), the same four GPT-2 matmuls at llm.c's train_gpt2 defaults
+# B=4, T=64 (256 rows: too far from B=4, T=1024 to borrow its choices), and the LM head (six trials: one call of it takes seconds, a
 # trial about a minute). Winners go to tuned/ (or $AUTOTUNE_TUNED_DIR); existing studies resume,
 # stale records of this machine seed their sizes' new studies; after each shape's two backward
 # searches the whole backward is timed and decides what each half runs, then the step all three.
@@ -29,6 +30,10 @@ for shape in 4,1024,768,2304 4,1024,768,3072 4,1024,3072,768; do
 done
 python -m autotune search --op all --shape 64,1024,768,768 --trials "$headline" "$@"
 for shape in 4,64,48,48 8,128,192,192 16,1024,48,48; do
+    python -m autotune search --op all --shape "$shape" --trials "$small" "$@"
+done
+python -m autotune search --op all --shape 4,64,768,768 --trials "$first" "$@"
+for shape in 4,64,768,2304 4,64,768,3072 4,64,3072,768; do
     python -m autotune search --op all --shape "$shape" --trials "$small" "$@"
 done
 if [ "$lm_head" -gt 0 ]; then
