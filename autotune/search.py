@@ -109,7 +109,8 @@ def warm_start(study, problem, directory, budget, nearest=3):
     model_seeds = [c for packed in model for c in (packed, dataclasses.replace(packed, pack_a=False),
                                                    dataclasses.replace(packed, pack_b=False))]
     summed = [dataclasses.replace(c, sums_in_registers=True) for c in sliced]  # moved back but in backward_weight
-    seeds = [*known, *sliced, *in_place, *_from_bias_slice(known), *summed, *blocks, *_from_bias_slice(blocks),
+    blocked = [dataclasses.replace(c, pack_blocks=True) for c in known]  # moved back but in the forward
+    seeds = [*known, *sliced, *in_place, *_from_bias_slice(known), *summed, *blocked, *blocks, *_from_bias_slice(blocks),
              *(e.record.config for e in others),
              *(f for e in same for f, _ in e.record.finalists),
              *model_seeds, dataclasses.replace(model[0], kc=problem.K)]  # the last one sums K in one block

@@ -26,6 +26,7 @@ class Config:
     bias_slice: bool = False  # forward only: a tile starts from a slice of NR bias values, or indexes bias[j0 + j]
     slice_b: bool = False  # B's panel is sliced at its K block once per tile (b_panel[k]), or indexed b_panel[b_k + k]
     sums_in_registers: bool = False  # backward_weight only: dbias's sums held NR at a time down a K block, or added per row
+    pack_blocks: bool = False  # forward only: weight (and A, where packed) transposed into panels 8 x 8 at a time, or a row at a time
 
     def params(self):
         """The optuna parameters (every field)."""
@@ -40,7 +41,7 @@ class Config:
                 f"{self.order} threads={self.threads}" + ("" if self.pack_a else " A-in-place")
                 + (" split-K" if self.split_k else "") + ("" if self.pack_b else " B-in-place")
                 + (" bias-slice" if self.bias_slice else "") + (" B-sliced" if self.slice_b else "")
-                + (" sums-in-registers" if self.sums_in_registers else ""))
+                + (" sums-in-registers" if self.sums_in_registers else "") + (" packed-in-blocks" if self.pack_blocks else ""))
 
     @classmethod
     def from_dict(cls, values):
@@ -53,6 +54,7 @@ ROWS_IN_PLACE_KERNELS = ("forward", "backward_input")  # A read in place is MR r
 B_IN_PLACE_KERNELS = ("backward_weight",)  # B (inp) is K-major rows: N / NR panel rows each where NR divides N
 BIAS_KERNELS = ("forward",)  # the templates whose tiles start from a bias
 SUMS_KERNELS = ("backward_weight",)  # the templates that sum dbias
+BLOCK_PACK_KERNELS = ("forward",)  # the templates that transpose every call's B (weight) into panels
 
 
 def choices(problem=None, target=None):
@@ -73,6 +75,7 @@ def choices(problem=None, target=None):
         "bias_slice": (False, True),
         "slice_b": (False, True),
         "sums_in_registers": (False, True),
+        "pack_blocks": (False, True),
     }
     if problem is not None:
         for name, dim in (("mr", problem.M), ("nr", problem.N), ("kc", problem.K)):
@@ -89,6 +92,8 @@ def choices(problem=None, target=None):
             options["bias_slice"] = (False,)
         if problem.kernel not in SUMS_KERNELS:
             options["sums_in_registers"] = (False,)
+        if problem.kernel not in BLOCK_PACK_KERNELS:
+            options["pack_blocks"] = (False,)
     return options
 
 
@@ -191,6 +196,8 @@ def invalid_reason(config, problem, target=None):
         return f"bias_slice: the {problem.kernel} template has no bias"
     if config.sums_in_registers and problem.kernel not in SUMS_KERNELS:
         return f"sums_in_registers: the {problem.kernel} template sums no dbias"
+    if config.pack_blocks and problem.kernel not in BLOCK_PACK_KERNELS:
+        return f"pack_blocks: the {problem.kernel} template transposes no weight into panels"
     misfit = b_in_place_misfits(config, problem)
     if misfit:
         return misfit

@@ -19,10 +19,10 @@ LANES = machine.target().lanes
 
 
 def config(mr, vectors, kc, row_tiles, col_panels, order, threads, pack_a=True, split_k=False, pack_b=True,
-           bias_slice=False, slice_b=False, sums_in_registers=False):
+           bias_slice=False, slice_b=False, sums_in_registers=False, pack_blocks=False):
     """A Config whose NR is `vectors` of this target's vectors: the same sample on AVX2 and AVX-512."""
     return space.Config(mr, vectors * LANES, kc, row_tiles, col_panels, order, threads, pack_a, split_k, pack_b,
-                        bias_slice, slice_b, sums_in_registers)
+                        bias_slice, slice_b, sums_in_registers, pack_blocks)
 
 
 # A sample of the space that is valid on every target (at most 15 vector registers): register
@@ -68,9 +68,16 @@ SUMS_IN_REGISTERS_CONFIGS = [
     config(3, 1, 64, 3, 2, "panels-outer", 2, pack_a=False, sums_in_registers=True),
     config(5, 1, 128, 2, 1, "rows-outer", 1, sums_in_registers=True),
 ]
+# The forward's weight (and A, where packed) transposed into panels 8 x 8 at a time: MR a multiple
+# of 8 and not, one K block and several, whole panels and the last one past N (the test sizes).
+PACK_BLOCKS_CONFIGS = [
+    config(8, 2, 64, 2, 1, "rows-outer", 2, pack_blocks=True),
+    config(3, 1, 256, 1, 2, "panels-outer", 1, pack_a=False, bias_slice=True, pack_blocks=True),
+]
 SAMPLE_CASES = ([(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
                 + [("backward_weight", c) for c in SPLIT_K_CONFIGS] + [("forward", c) for c in BIAS_SLICE_CONFIGS]
-                + SLICE_B_CASES + [("backward_weight", c) for c in SUMS_IN_REGISTERS_CONFIGS])
+                + SLICE_B_CASES + [("backward_weight", c) for c in SUMS_IN_REGISTERS_CONFIGS]
+                + [("forward", c) for c in PACK_BLOCKS_CONFIGS])
 
 
 def kernel_function(kernel, config):

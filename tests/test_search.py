@@ -273,12 +273,13 @@ def test_seeds_take_half_the_budget_and_try_every_nr_in_the_stored_winners_layou
     record, source = make_record(problem=problem, older_template=True, config=winner, finalists=((winner, 1.0),))
     store.save(record, source, tmp_path)
     study = optuna.create_study()
-    search.warm_start(study, problem, tmp_path, budget=12)
+    search.warm_start(study, problem, tmp_path, budget=14)
     seeded = []
     study.optimize(lambda trial: seeded.append(search.suggest(trial, problem)) or 0.0, n_trials=len(study.trials))
-    assert len(seeded) == 6 and seeded[0] == winner and seeded[1] == dataclasses.replace(winner, slice_b=True)
+    assert len(seeded) == 7 and seeded[0] == winner and seeded[1] == dataclasses.replace(winner, slice_b=True)
     assert seeded[2] == dataclasses.replace(winner, bias_slice=True)
-    variants = seeded[3:6]
+    assert seeded[3] == dataclasses.replace(winner, pack_blocks=True)
+    variants = seeded[4:7]
     assert all(c.slice_b for c in variants)
     assert sorted(c.nr // LANES for c in variants) == [2, 3, 4]
     assert all((c.kc, c.order, c.threads, c.pack_a) == (winner.kc, winner.order, winner.threads, winner.pack_a)
