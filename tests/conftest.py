@@ -71,7 +71,7 @@ SUMS_IN_REGISTERS_CONFIGS = [
 # The forward's weight (and A, where packed) transposed into panels 8 x 8 at a time: MR a multiple
 # of 8 and not, one K block and several, whole panels and the last one past N (the test sizes).
 PACK_BLOCKS_CONFIGS = [
-    config(8, 2, 64, 2, 1, "rows-outer", 2, pack_blocks=True),
+    config(8, 1, 64, 2, 1, "rows-outer", 2, pack_blocks=True),
     config(3, 1, 256, 1, 2, "panels-outer", 1, pack_a=False, bias_slice=True, pack_blocks=True),
 ]
 SAMPLE_CASES = ([(name, c) for name in sorted(KERNELS) for c in SAMPLE_CONFIGS]
