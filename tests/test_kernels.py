@@ -107,9 +107,10 @@ def test_inputs_are_read_only_to_every_kernel():
         assert reference.check(kernel_function(kernel, config)) is None
 
 
-# Above blas.SERIAL_FLOPS, where numba's workers split a compiled BLAS call: rows of M (one worker's
-# share empty at M = 1), or K for the weight gradient (an odd K into a copy per worker) but where
-# dweight outnumbers dout and inp (301 x 257 over K = 97: its rows).
+# Above blas.SERIAL_FLOPS, where numba's workers split a compiled BLAS call: rows of M, or columns
+# of N where N > M (1 x 2000; at N = 5 one worker's share is empty), or K for the weight gradient
+# (an odd K into a copy per worker) but where dweight outnumbers dout and inp (301 x 257 over
+# K = 97: its rows).
 SPLIT_BLAS_SIZES = [(301, 97, 257), (1, 2000, 1100), (3, 5, 400001), (301, 257, 97)]
 
 
@@ -127,6 +128,7 @@ def test_compiled_blas_matches_float64_reference(name):
     kernel = KERNELS[name]
     assert all(2 * M * N * K > blas.SERIAL_FLOPS for M, N, K in SPLIT_BLAS_SIZES)
     assert {blas.splits_rows(M, N, K) for M, N, K in SPLIT_BLAS_SIZES} == {True, False}
+    assert {blas.splits_columns(M, N) for M, N, K in SPLIT_BLAS_SIZES} == {True, False}
     assert_matches_reference_at_every_size(kernel, kernel.blas, SIZES + SPLIT_BLAS_SIZES)
 
 
