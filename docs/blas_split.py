@@ -6,8 +6,9 @@ autotune.blas runs each sgemm on numba's threads, each worker a share of C. Spli
 worker's sgemm packs all of B; split by columns, all of A. blas.forward and blas.backward_input
 split columns where N > M (blas.splits_columns). Per shape this times, interleaved (11 rounds in
 random order, 2 threads, a pause after each), both ops as shipped, the same calls split by rows
-(written out here), and scipy's sgemm with beta on OpenBLAS's own threads, and prints each as a
-paired speedup over the rows split. Run on an idle machine.
+(written out here), the same sgemm (numpy's OpenBLAS) called once on OpenBLAS's own threads, and
+scipy's sgemm with beta (scipy's OpenBLAS) on its own threads, and prints each as a paired speedup
+over the rows split. Run on an idle machine.
 """
 import os
 import sys
@@ -46,7 +47,18 @@ def input_by_rows(dinp, dout, weight):
     blas._set_blas_threads(own)
 
 
+@njit
+def forward_one_call(out, inp, weight, bias):
+    blas._forward_rows(out, inp, weight, bias, 0, out.shape[0])
+
+
+@njit
+def input_one_call(dinp, dout, weight):
+    blas._input_rows(dinp, dout, weight, 0, dinp.shape[0])
+
+
 BY_ROWS = {"forward": forward_by_rows, "backward_input": input_by_rows}
+ONE_CALL = {"forward": forward_one_call, "backward_input": input_one_call}  # numpy's sgemm on OpenBLAS's threads
 
 
 def compare(shape):
@@ -58,6 +70,7 @@ def compare(shape):
         split = "columns" if blas.splits_columns(problem.M, problem.N) else "rows"
         contenders = {"rows": lambda: kernel.call(by_rows, arrays),
                       f"shipped ({split})": lambda: kernel.call(kernel.blas, arrays),
+                      "one call, OpenBLAS's threads": lambda: kernel.call(ONE_CALL[name], arrays),
                       "scipy, OpenBLAS's threads": lambda: kernel.call(kernel.scipy_blas, arrays)}
         with measure.thread_count(THREADS):
             t = measure.compare(contenders, rounds=11, seed=0, settle_after=tuple(contenders))
