@@ -186,9 +186,18 @@ def _run(kernel, dims, *arrays):
     if target is None:
         target = _dispatch[key] = winners().function(Problem(kernel, *dims))
     fn, threads = target
-    if threads is not None and numba.get_num_threads() != threads:
+    if threads is not None and _numba_threads() != threads:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     fn(*arrays)
+
+
+@numba.njit
+def _numba_threads():
+    """numba.get_num_threads(), compiled: Python's first makes sure the thread pool was launched,
+    and _run with a no-op kernel took 1.47 us a call with it, 0.60 with this (Zen 4, a one-off
+    check; a 4,64,48,48 forward takes about 11 us). Not cached: numba cannot cache a function that
+    holds a ctypes pointer, as this one does; compiling it takes 0.1 s, on the first call."""
+    return numba.get_num_threads()
 
 
 # AUTOTUNE_TUNED_DIR as the raw value CPython keeps behind os.environ (which os.environ[...] = ...
