@@ -194,9 +194,9 @@ def _run(kernel, dims, *arrays):
 @numba.njit
 def _numba_threads():
     """numba.get_num_threads(), compiled: Python's first makes sure the thread pool was launched,
-    and _run with a no-op kernel took 1.47 us a call with it, 0.6 with this (Zen 4; `python
-    docs/entry_cost.py` times it; a 4,64,48,48 forward takes about 10 us). Not cached: numba cannot cache a function that
-    holds a ctypes pointer, as this one does; compiling it takes 0.1 s, on the first call."""
+    and _run with a no-op kernel took 1.5 us a call with it, 0.6 with this (Zen 4; `python
+    docs/entry_cost.py` times it). Not cached: numba cannot cache a function that holds a ctypes
+    pointer, as this one does; compiling it takes 0.1 s, on the first call."""
     return numba.get_num_threads()
 
 
