@@ -25,7 +25,7 @@ import json
 
 import numpy as np
 
-from autotune import build, load, machine, measure, ops, render
+from autotune import blas, build, load, machine, measure, ops, render
 
 GPT2_SMALL = ["4,1024,768,768", "4,1024,768,2304", "4,1024,768,3072", "4,1024,3072,768"]
 SMALL = ["4,64,48,48", "8,128,192,192"]
@@ -92,7 +92,12 @@ def contenders(op, a, torch=None):
     args = [kernel_arguments(k, a) for k in kernels]
     no_bias = a["bias"].shape[0] == 0
     shape = ops.Shape(*a["inp"].shape, a["weight"].shape[0])
-    dispatched = [load.winners().function(k.problem(shape))[0] for k in kernels]
+    if op == "forward":
+        dispatched, dispatched_args = load.winners().function(kernels[0].problem(shape))[0], args[0]
+    else:  # the whole backward, as the entry point dispatches it (dinp, dweight, dbias, dout, inp, weight)
+        dispatched = load.winners().backward_function(shape.B * shape.T, shape.C, shape.OC)[0]
+        (dinp, dout, weight), (dweight, dbias, _, inp) = args
+        dispatched_args = (dinp, dweight, dbias, dout, inp, weight)
 
     def each(baseline):
         return lambda: [k.baseline(baseline)(*x) for k, x in zip(kernels, args)]
@@ -116,7 +121,7 @@ def contenders(op, a, torch=None):
             if not no_bias:
                 a["dbias"] += a["dout"].sum(axis=(0, 1))
 
-    timed = {"naive": each("naive"), "tuned": tuned, "kernels": lambda: [fn(*x) for fn, x in zip(dispatched, args)],
+    timed = {"naive": each("naive"), "tuned": tuned, "kernels": lambda: dispatched(*dispatched_args),
              "numpy": numpy, "numpy 2-D": each("numpy"), "BLAS beta": each("scipy_blas"), "sgemm": each("sgemm")}
     if torch is not None:
         timed["torch"] = torch_op(torch, op, args)
@@ -161,10 +166,10 @@ def origin(op_choices):
     return next(kind for kind in ("far", "near", "kin", "tuned") if kind in kinds)
 
 
-def dispatch(op_choices):
+def dispatch(op_choices, shape):
     """How `import tuned` runs an op, per kernel: a config or a baseline, and whether it was tuned at
     this size (here or on a kin machine), taken from a near tuned size, or BLAS where nothing near
-    was tuned."""
+    was tuned; and whether a backward on BLAS runs its halves side by side (autotune.blas.backward)."""
     names = []
     for choice in op_choices:
         if choice.config is not None:
@@ -173,7 +178,10 @@ def dispatch(op_choices):
             names.append(f"{choice.baseline} ({choice.kind}, beside)")
         else:
             names.append(choice.baseline if choice.kind == "tuned" else f"{choice.baseline} ({choice.kind})")
-    return "+".join(names)
+    halves = op_choices[-2:] if len(op_choices) > 1 else ()
+    side_by_side = (all(choice.baseline == "blas" for choice in halves)
+                    and blas.runs_side_by_side(2 * shape.B * shape.T * shape.C * shape.OC))
+    return "+".join(names) + (" side by side" if side_by_side else "")
 
 
 def time_op(op, shape, rounds, torch=None, bias=True, skip_naive=False, max_rounds=None, width=WIDTH):
@@ -237,7 +245,7 @@ def row(op, shape, timings, peak, flops, threads):
     paired = versus(timings)
     best = best_other(paired)
     op_choices = choices(op, shape)
-    return {"shape": str(shape), "op": op, "dispatch": dispatch(op_choices), "origin": origin(op_choices),
+    return {"shape": str(shape), "op": op, "dispatch": dispatch(op_choices, shape), "origin": origin(op_choices),
             "threads": threads, "flops": flops, "rounds": timings["tuned"].rounds,
             **{f"{name} GF/s": round(v, 1) for name, v in gf.items()},
             **{f"{name} s": t.median for name, t in timings.items()},

@@ -40,6 +40,7 @@ SGEMM_SYMBOL = "autotune_sgemm"  # the name compiled code calls sgemm by; its ad
 GET_THREADS_SYMBOL = "autotune_blas_get_threads"  # that OpenBLAS's thread count (0: it cannot be set)
 SET_THREADS_SYMBOL = "autotune_blas_set_threads"
 SERIAL_FLOPS = 4e6  # below this a call runs on OpenBLAS's own threads (README "One thread pool")
+SIDE_BY_SIDE_FLOPS = 40e6  # below this (a half) the backward runs its halves side by side (see backward)
 
 # numpy's BLAS: (its sgemm, its thread count's getter and setter), in numpy's scipy-openblas wheels
 # (2.x) and openblas64_ (1.26)
@@ -105,6 +106,11 @@ SGEMM_SOURCE, THREADS_SETTABLE = _link_blas()  # which sgemm the compiled calls 
 def on_own_threads(flops):
     """Whether a call of `flops` runs on OpenBLAS's own threads rather than numba's (see _workers)."""
     return not THREADS_SETTABLE or flops < SERIAL_FLOPS
+
+
+def runs_side_by_side(flops):
+    """Whether backward runs the halves of a backward of `flops` a half side by side."""
+    return not on_own_threads(flops) and flops < SIDE_BY_SIDE_FLOPS
 
 
 @intrinsic
@@ -362,3 +368,39 @@ def backward_weight(dweight, dbias, dout, inp):
     else:
         _weight_by_k(dweight, dbias, dout, inp, workers)
     _set_blas_threads(own)
+
+
+@njit(parallel=True, cache=True)
+def _halves_side_by_side(dinp, dweight, dbias, dout, inp, weight):
+    """dinp's half on one worker, dweight's and dbias's on another, each one sgemm call."""
+    for half in prange(2):
+        if half == 0:
+            _input_rows(dinp, dout, weight, 0, dinp.shape[0])
+        else:
+            _weight_block(dweight, dbias, dout, inp, 0, dout.shape[0], 0, dweight.shape[0])
+
+
+@njit(cache=True)
+def backward(dinp, dweight, dbias, dout, inp, weight):
+    """The whole backward in BLAS: backward_input(dinp, dout, weight), then backward_weight(dweight,
+    dbias, dout, inp); or, where each half is under SIDE_BY_SIDE_FLOPS and runs on numba's threads
+    (see _workers), the two halves at once, each whole on one of two workers (in turn where numba's
+    thread count is one: the loaders set it to every core for this call).
+
+    A half split between two workers pays for its own split (a region of numba's threads, about
+    2.3 us a call on a Zen 4; a copy of dweight per worker where it splits K) and for each worker's
+    sgemm packing its operands; side by side, each half runs as one call. Against each half split
+    in turn (docs/side_by_side.py, Zen 4, 2 threads, 11 interleaved rounds, a pause after every
+    contender, 2026-12-05): 1.25x at 4,256,48,48, 1.43x at 4,64,96,96, 1.13x at 4,64,192,192,
+    1.01x at 8,128,192,192 (75 MFLOP a half), where the two halves' shares of the cores even out."""
+    M, N = dinp.shape
+    K = dout.shape[1]
+    flops = 2.0 * M * N * K
+    workers, own = _workers(flops)
+    if workers > 1 and flops < SIDE_BY_SIDE_FLOPS:
+        _set_blas_threads(1)
+        _halves_side_by_side(dinp, dweight, dbias, dout, inp, weight)
+        _set_blas_threads(own)
+        return
+    backward_input(dinp, dout, weight)
+    backward_weight(dweight, dbias, dout, inp)

@@ -130,6 +130,21 @@ class Winners:
                 self.functions[problem] = (built.function(kernel), threads if threads > 1 else None)
         return self.functions[problem]
 
+    def backward_function(self, M, C, OC):
+        """(callable, numba thread count) for the whole backward at B*T = M, on 2-D views, arguments
+        (dinp, dweight, dbias, dout, inp, weight): the compiled BLAS's backward where both halves
+        run it (which may run them side by side, see autotune.blas.backward), else each half's
+        function in turn."""
+        halves = (Problem("backward_input", M, C, OC), Problem("backward_weight", OC, C, M))
+        if all(self.choice(half).baseline == "blas" for half in halves):
+            return compiled_blas.backward, _numba_threads_for("blas", halves[0])
+        (input_fn, input_threads), (weight_fn, weight_threads) = (self.function(half) for half in halves)
+
+        def in_turn(dinp, dweight, dbias, dout, inp, weight):
+            _call(input_fn, input_threads, dinp, dout, weight)
+            _call(weight_fn, weight_threads, dweight, dbias, dout, inp)
+        return in_turn, None
+
 
 def _numba_threads_for(baseline, problem):
     """numba's thread count for a "blas" baseline that runs on numba's threads (compiled_blas): every
@@ -175,17 +190,28 @@ def winners():
     return _winners[key]
 
 
-# (AUTOTUNE_TUNED_DIR, kernel, M, N, K) -> Winners.function(...): the per-call path is one dict
-# lookup, since at small sizes Python overhead is as large as the kernel.
+# (AUTOTUNE_TUNED_DIR, kernel, M, N, K) -> Winners.function(...) (for "backward", (M, C, OC) ->
+# Winners.backward_function(...)): the per-call path is one dict lookup, since at small sizes Python
+# overhead is as large as the kernel.
 _dispatch = {}
 
 
 def _run(kernel, dims, *arrays):
+    """Run what this machine chose for `kernel` ("backward": the whole backward) at `dims`."""
     key = (_environ.get(_TUNED_DIR_KEY), kernel, *dims)
     target = _dispatch.get(key)
     if target is None:
-        target = _dispatch[key] = winners().function(Problem(kernel, *dims))
+        found = winners()
+        target = _dispatch[key] = (found.backward_function(*dims) if kernel == "backward"
+                                   else found.function(Problem(kernel, *dims)))
     fn, threads = target
+    if threads is not None and _numba_threads() != threads:  # _call's body: its call would cost 0.2 us here
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    fn(*arrays)
+
+
+def _call(fn, threads, *arrays):
+    """fn(*arrays) on `threads` of numba's threads (None: whatever the count is)."""
     if threads is not None and _numba_threads() != threads:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     fn(*arrays)
@@ -237,9 +263,8 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
         if has_dbias:
             dbias += dout.reshape(M, OC).sum(axis=0)
         return
-    dout2, inp2 = dout.reshape(M, OC), inp.reshape(M, C)
-    _run("backward_input", (M, C, OC), dinp.reshape(M, C), dout2, weight)
-    _run("backward_weight", (OC, C, M), dweight, dbias if has_dbias else _NO_SUMS, dout2, inp2)
+    _run("backward", (M, C, OC), dinp.reshape(M, C), dweight, dbias if has_dbias else _NO_SUMS, dout.reshape(M, OC),
+         inp.reshape(M, C), weight)
 
 
 # What each entry point takes: (argument, its dimensions by name, written?, may be None?), in the

@@ -50,7 +50,7 @@ SUMMED = {"forward": ("inp", 1), "backward_input": ("dout", 1), "backward_weight
 
 def dispatch_source(winners):
     """The source of the dispatch module for `winners` (a load.Winners)."""
-    kernels = []
+    kernels, in_turn = [], set()
     for name, kernel in KERNELS.items():
         entries = sorted((e for p, e in winners.by_problem.items() if p.kernel == name and winners.choice(p).config),
                          key=lambda e: e.path.stem)  # where a kernel won (a baseline elsewhere: BLAS)
@@ -60,7 +60,14 @@ def dispatch_source(winners):
                          "stem": e.path.stem, "M": e.record.problem.M, "N": e.record.problem.N, "K": e.record.problem.K,
                          "threads": e.record.config.threads, "label": e.record.config.label(),
                          "sha": e.record.source_sha256[:12]} for e in entries]})
-    return render.render_file("njit_dispatch.py.jinja", kernels=kernels, fingerprint=machine.fingerprint()["id"])
+        for e in entries:  # a backward with a half on a kernel runs its halves in turn; as (B*T, C, OC)
+            p = e.record.problem
+            if name == "backward_input":
+                in_turn.add((p.M, p.N, p.K))
+            elif name == "backward_weight":
+                in_turn.add((p.K, p.N, p.M))
+    return render.render_file("njit_dispatch.py.jinja", kernels=kernels, in_turn=sorted(in_turn),
+                              fingerprint=machine.fingerprint()["id"])
 
 
 _dispatch = build.build(dispatch_source(load.winners()), {}).module
@@ -161,6 +168,4 @@ def _backward(dinp, dweight, dbias, dout, inp, weight):
         if dbias.shape[0] and M:
             dbias += dout.reshape(M, OC).sum(axis=0)
         return
-    dout2, inp2 = dout.reshape(M, OC), inp.reshape(M, C)
-    _dispatch.backward_input(dinp.reshape(M, C), dout2, weight)
-    _dispatch.backward_weight(dweight, dbias, dout2, inp2)
+    _dispatch.backward(dinp.reshape(M, C), dweight, dbias, dout.reshape(M, OC), inp.reshape(M, C), weight)

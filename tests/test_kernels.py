@@ -144,6 +144,36 @@ def test_compiled_blas_leaves_openblas_thread_count_as_it_found_it(limit):
             assert numpy_blas_threads() == limit
 
 
+# blas.backward's sizes (B*T, C, OC): under SERIAL_FLOPS a half (in turn, on OpenBLAS's threads),
+# side by side (8.4 MFLOP a half), and over SIDE_BY_SIDE_FLOPS (in turn, each half split).
+WHOLE_BACKWARD_SIZES = [(1, 1, 1), (37, 83, 30), (1031, 61, 67), (3001, 97, 89)]
+
+
+@pytest.mark.parametrize("M, C, OC", WHOLE_BACKWARD_SIZES)
+@pytest.mark.parametrize("with_dbias", [True, False])
+def test_compiled_blas_whole_backward_accumulates_into_every_gradient(rng, M, C, OC, with_dbias):
+    """The loaders' backward where both halves run BLAS: adds to dinp, dweight and dbias (or leaves
+    an empty dbias alone), side by side or in turn, and restores OpenBLAS's thread count."""
+    flops = [2.0 * M * C * OC for M, C, OC in WHOLE_BACKWARD_SIZES]
+    assert [blas.runs_side_by_side(f) for f in flops] == [False, False, True, False]
+    assert flops[1] < blas.SERIAL_FLOPS < flops[2] < blas.SIDE_BY_SIDE_FLOPS < flops[3]
+    f = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
+    dout, inp, weight = f(M, OC), f(M, C), f(OC, C)
+    dinp, dweight, dbias = f(M, C), f(OC, C), f(OC) if with_dbias else np.empty(0, np.float32)
+    start = {name: x.astype(np.float64) for name, x in (("dinp", dinp), ("dweight", dweight), ("dbias", dbias))}
+    threads = numpy_blas_threads()
+    blas.backward(dinp, dweight, dbias, dout, inp, weight)
+    assert numpy_blas_threads() == threads
+    d, x, w = (a.astype(np.float64) for a in (dout, inp, weight))
+    # (result, its start plus the float64 sum, sqrt(sum of squared terms), the summed length)
+    checks = [(dinp, start["dinp"] + d @ w, np.sqrt((d ** 2) @ (w ** 2)), OC),
+              (dweight, start["dweight"] + d.T @ x, np.sqrt((d.T ** 2) @ (x ** 2)), M)]
+    if with_dbias:
+        checks.append((dbias, start["dbias"] + d.sum(axis=0), np.sqrt((d ** 2).sum(axis=0)), M))
+    for got, expected, magnitude, K in checks:
+        assert np.all(np.abs(got - expected) <= verify.tolerance(magnitude + np.abs(expected), K))
+
+
 def test_compiled_blas_falls_back_to_scipys_32_bit_sgemm():
     """Where numpy's BLAS has no 64-bit-integer sgemm, the compiled calls reach scipy's, which reads
     the low half of each 64-bit integer, on its own threads: the same answers (a fresh process, so

@@ -304,6 +304,32 @@ def test_blas_on_numbas_threads_runs_on_every_core_whatever_the_count_was(rng, t
         numba.set_num_threads(machine.max_threads())
 
 
+def test_a_backward_on_blas_runs_as_one_compiled_call_on_every_core(rng, tmp_path, monkeypatch):
+    """Where both halves run BLAS, the entry point calls the compiled BLAS's whole backward (its
+    halves side by side at this size), on every core whatever the count was; where a half runs a
+    kernel, the halves in turn."""
+    store.save(*_tuned_record(Problem("backward_input", 10, 20, 30), "kernel"), tmp_path)
+    monkeypatch.setenv("AUTOTUNE_TUNED_DIR", str(tmp_path))
+    B, T, C, OC = 1, 1031, 61, 67  # nothing tuned near: BLAS
+    assert blas.runs_side_by_side(2 * B * T * C * OC) and machine.max_threads() > 1
+    assert load.winners().backward_function(B * T, C, OC) == (blas.backward, machine.max_threads())
+    in_turn, threads = load.winners().backward_function(10, 20, 30)
+    assert in_turn is not blas.backward and threads is None
+    a = arrays(rng, B, T, C, OC)
+    before = {k: f64(a[k]) for k in ("dinp", "dweight", "dbias")}
+    numba.set_num_threads(1)
+    try:
+        tuned.matmul_backward(a["dinp"], a["dweight"], a["dbias"], a["dout"], a["inp"], a["weight"])
+        assert numba.get_num_threads() == machine.max_threads()
+    finally:
+        numba.set_num_threads(machine.max_threads())
+    dout, inp = f64(a["dout"]).reshape(-1, OC), f64(a["inp"]).reshape(-1, C)
+    np.testing.assert_allclose(a["dinp"], before["dinp"] + (dout @ f64(a["weight"])).reshape(B, T, C),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a["dweight"], before["dweight"] + dout.T @ inp, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(a["dbias"], before["dbias"] + dout.sum(axis=0), rtol=1e-4, atol=1e-3)
+
+
 def test_beside_a_half_on_openblas_threads_a_parallel_kernel_gives_way(tmp_path, monkeypatch):
     """A parallel kernel gives way to its sibling's formulation where that runs on OpenBLAS's own
     threads (numpy; compiled BLAS under blas.SERIAL_FLOPS), not beside compiled BLAS on numba's

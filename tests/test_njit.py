@@ -86,6 +86,23 @@ def test_the_dispatch_names_every_kernel_winner_and_runs_blas_elsewhere(tmp_path
     assert "M == 40" not in source  # BLAS won there: it runs what every size nobody tuned runs
     assert "    else:\n        blas.forward(out, inp, weight, bias)" in source
     assert '"""backward_input: no kernel won a size of it on this machine."""\n    blas.backward_input(' in source
+    assert "    if ((M" not in source  # no half of a backward runs a kernel: every backward is BLAS's whole one
+    assert source.endswith("\n    blas.backward(dinp, dweight, dbias, dout, inp, weight)\n")
+    compile(source, "dispatch", "exec")
+
+
+def test_a_backward_with_a_kernel_half_runs_its_halves_in_turn(tmp_path):
+    """The dispatch's whole backward runs the halves one after the other at a size where a kernel won
+    either half (named by B*T, C, OC), and the compiled BLAS's backward elsewhere."""
+    for problem in (Problem("backward_input", 11, 20, 30), Problem("backward_weight", 30, 20, 13)):
+        store.save(*make_record(problem=problem), tmp_path)
+    source = load_njit.dispatch_source(load.Winners(tmp_path))
+    assert ("    if ((M == 11 and C == 20 and OC == 30)\n"
+            "            or (M == 13 and C == 20 and OC == 30)):\n"
+            "        backward_input(dinp, dout, weight)\n"
+            "        backward_weight(dweight, dbias, dout, inp)\n"
+            "        return\n"
+            "    blas.backward(dinp, dweight, dbias, dout, inp, weight)\n") in source
     compile(source, "dispatch", "exec")
 
 
