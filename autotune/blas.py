@@ -389,10 +389,13 @@ def backward(dinp, dweight, dbias, dout, inp, weight):
 
     A half split between two workers pays for its own split (a region of numba's threads, about
     2.3 us a call on a Zen 4; a copy of dweight per worker where it splits K) and for each worker's
-    sgemm packing its operands; side by side, each half runs as one call. Against each half split
-    in turn (docs/side_by_side.py, Zen 4, 2 threads, 11 interleaved rounds, a pause after every
-    contender, 2026-12-05): 1.25x at 4,256,48,48, 1.43x at 4,64,96,96, 1.13x at 4,64,192,192,
-    1.01x at 8,128,192,192 (75 MFLOP a half), where the two halves' shares of the cores even out."""
+    sgemm packing its operands; side by side, each half runs as one call. Against the halves in
+    turn (`python docs/side_by_side.py`, Zen 4, 2 threads, 11 interleaved rounds, a pause after
+    every contender, one run, 2026-12-05): 1.18x at 4,256,48,48, 1.15x at 4,64,96,96, 1.13x at
+    4,64,192,192; at 75 MFLOP a half 1.02x (8,128,192,192, 4,256,192,192) and 0.94x (16,1024,48,48,
+    the weight half's long K on one core). Under SERIAL_FLOPS the forward runs on OpenBLAS's own
+    threads, which spin after it and would share the cores with the halves (README "A backward's
+    halves side by side")."""
     M, N = dinp.shape
     K = dout.shape[1]
     flops = 2.0 * M * N * K
