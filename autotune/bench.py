@@ -180,7 +180,7 @@ def dispatch(op_choices, shape):
             names.append(choice.baseline if choice.kind == "tuned" else f"{choice.baseline} ({choice.kind})")
     halves = op_choices[-2:] if len(op_choices) > 1 else ()
     side_by_side = (all(choice.baseline == "blas" for choice in halves)
-                    and blas.runs_side_by_side(2 * shape.B * shape.T * shape.C * shape.OC))
+                    and blas.runs_side_by_side(shape.B * shape.T, shape.C, shape.OC))
     return "+".join(names) + (" side by side" if side_by_side else "")
 
 

@@ -40,7 +40,8 @@ SGEMM_SYMBOL = "autotune_sgemm"  # the name compiled code calls sgemm by; its ad
 GET_THREADS_SYMBOL = "autotune_blas_get_threads"  # that OpenBLAS's thread count (0: it cannot be set)
 SET_THREADS_SYMBOL = "autotune_blas_set_threads"
 SERIAL_FLOPS = 4e6  # below this a call runs on OpenBLAS's own threads (README "One thread pool")
-SIDE_BY_SIDE_FLOPS = 40e6  # below this (a half) the backward runs its halves side by side (see backward)
+SIDE_BY_SIDE_FLOPS = 40e6  # the backward runs its halves side by side below this a half (see backward)
+SIDE_BY_SIDE_BYTES = 2 ** 20  # and where dout and inp together take at most this (a Zen 4 core's L2)
 
 # numpy's BLAS: (its sgemm, its thread count's getter and setter), in numpy's scipy-openblas wheels
 # (2.x) and openblas64_ (1.26)
@@ -108,9 +109,10 @@ def on_own_threads(flops):
     return not THREADS_SETTABLE or flops < SERIAL_FLOPS
 
 
-def runs_side_by_side(flops):
-    """Whether backward runs the halves of a backward of `flops` a half side by side."""
-    return not on_own_threads(flops) and flops < SIDE_BY_SIDE_FLOPS
+def runs_side_by_side(M, C, OC):
+    """Whether backward runs the halves of the backward at B*T = M side by side."""
+    flops = 2.0 * M * C * OC
+    return not on_own_threads(flops) and flops < SIDE_BY_SIDE_FLOPS and 4 * M * (C + OC) <= SIDE_BY_SIDE_BYTES
 
 
 @intrinsic
@@ -383,24 +385,28 @@ def _halves_side_by_side(dinp, dweight, dbias, dout, inp, weight):
 @njit(cache=True)
 def backward(dinp, dweight, dbias, dout, inp, weight):
     """The whole backward in BLAS: backward_input(dinp, dout, weight), then backward_weight(dweight,
-    dbias, dout, inp); or, where each half is under SIDE_BY_SIDE_FLOPS and runs on numba's threads
-    (see _workers), the two halves at once, each whole on one of two workers (in turn where numba's
-    thread count is one: the loaders set it to every core for this call).
+    dbias, dout, inp); or, where each half runs on numba's threads (see _workers), is under
+    SIDE_BY_SIDE_FLOPS, and dout and inp fit SIDE_BY_SIDE_BYTES, the two halves at once, each whole
+    on one of two workers (in turn where numba's thread count is one: the loaders set it to every
+    core for this call).
 
     A half split between two workers pays for its own split (a region of numba's threads, about
     2.3 us a call on a Zen 4; a copy of dweight per worker where it splits K) and for each worker's
     sgemm packing its operands; side by side, each half runs as one call. Against the halves in
     turn (`python docs/side_by_side.py`, Zen 4, 2 threads, 11 interleaved rounds, a pause after
     every contender, one run, 2026-12-05): 1.18x at 4,256,48,48, 1.15x at 4,64,96,96, 1.13x at
-    4,64,192,192; at 75 MFLOP a half 1.02x (8,128,192,192, 4,256,192,192) and 0.94x (16,1024,48,48,
-    the weight half's long K on one core). Under SERIAL_FLOPS the forward runs on OpenBLAS's own
-    threads, which spin after it and would share the cores with the halves (README "A backward's
-    halves side by side")."""
-    M, N = dinp.shape
-    K = dout.shape[1]
-    flops = 2.0 * M * N * K
+    4,64,192,192, 1.07x at 16,64,48,48 (dout and inp 0.2-0.4 MiB); 0.96x at 4,1024,48,48 (18.9
+    MFLOP a half, but dout and inp 1.5 MiB: the weight half's worker reads them all where a split
+    reads half, and a Zen 4 core's L2 holds 1 MiB); at 75 MFLOP a half 1.02x (8,128,192,192 and
+    4,256,192,192, 1.5 MiB) and 0.94x (16,1024,48,48, 6 MiB). Under SERIAL_FLOPS the forward runs
+    on OpenBLAS's own threads, which spin after it and would share the cores with the halves (README
+    "A backward's halves side by side"). The byte limit is a Zen 4's L2; CPUs with 512 KiB (Zen 3,
+    Zen 1) were not measured."""
+    M, C = dinp.shape
+    OC = dout.shape[1]
+    flops = 2.0 * M * C * OC
     workers, own = _workers(flops)
-    if workers > 1 and flops < SIDE_BY_SIDE_FLOPS:
+    if workers > 1 and flops < SIDE_BY_SIDE_FLOPS and 4 * M * (C + OC) <= SIDE_BY_SIDE_BYTES:
         _set_blas_threads(1)
         _halves_side_by_side(dinp, dweight, dbias, dout, inp, weight)
         _set_blas_threads(own)

@@ -145,8 +145,9 @@ def test_compiled_blas_leaves_openblas_thread_count_as_it_found_it(limit):
 
 
 # blas.backward's sizes (B*T, C, OC): under SERIAL_FLOPS a half (in turn, on OpenBLAS's threads),
-# side by side (8.4 MFLOP a half), and over SIDE_BY_SIDE_FLOPS (in turn, each half split).
-WHOLE_BACKWARD_SIZES = [(1, 1, 1), (37, 83, 30), (1031, 61, 67), (3001, 97, 89)]
+# side by side (8.4 MFLOP a half), over SIDE_BY_SIDE_FLOPS and over SIDE_BY_SIDE_BYTES (in turn,
+# each half split).
+WHOLE_BACKWARD_SIZES = [(1, 1, 1), (37, 83, 30), (1031, 61, 67), (3001, 97, 89), (6007, 23, 29)]
 
 
 @pytest.mark.parametrize("M, C, OC", WHOLE_BACKWARD_SIZES)
@@ -155,8 +156,9 @@ def test_compiled_blas_whole_backward_accumulates_into_every_gradient(rng, M, C,
     """The loaders' backward where both halves run BLAS: adds to dinp, dweight and dbias (or leaves
     an empty dbias alone), side by side or in turn, and restores OpenBLAS's thread count."""
     flops = [2.0 * M * C * OC for M, C, OC in WHOLE_BACKWARD_SIZES]
-    assert [blas.runs_side_by_side(f) for f in flops] == [False, False, True, False]
+    assert [blas.runs_side_by_side(*size) for size in WHOLE_BACKWARD_SIZES] == [False, False, True, False, False]
     assert flops[1] < blas.SERIAL_FLOPS < flops[2] < blas.SIDE_BY_SIDE_FLOPS < flops[3]
+    assert blas.SERIAL_FLOPS < flops[4] < blas.SIDE_BY_SIDE_FLOPS and 4 * 6007 * (23 + 29) > blas.SIDE_BY_SIDE_BYTES
     f = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
     dout, inp, weight = f(M, OC), f(M, C), f(OC, C)
     dinp, dweight, dbias = f(M, C), f(OC, C), f(OC) if with_dbias else np.empty(0, np.float32)
