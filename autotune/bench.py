@@ -178,8 +178,8 @@ def dispatch(op_choices, shape):
             names.append(f"{choice.baseline} ({choice.kind}, beside)")
         else:
             names.append(choice.baseline if choice.kind == "tuned" else f"{choice.baseline} ({choice.kind})")
-    halves = op_choices[-2:] if len(op_choices) > 1 else ()
-    side_by_side = (all(choice.baseline == "blas" for choice in halves)
+    halves = op_choices[-2:]  # the backward's, where the op has one
+    side_by_side = (len(halves) == 2 and all(choice.baseline == "blas" for choice in halves)
                     and blas.runs_side_by_side(shape.B * shape.T, shape.C, shape.OC))
     return "+".join(names) + (" side by side" if side_by_side else "")
 
