@@ -7,7 +7,8 @@ blas.SERIAL_FLOPS): alone, and in a training step after the compiled BLAS forwar
 Contenders, each checked against a float64 reference first: "in turn" (blas.backward_input, then
 blas.backward_weight: what the loaders ran before blas.backward), "side by side" (the two halves
 at once, OpenBLAS at one thread, whatever the size: what blas.backward runs from
-blas.SERIAL_FLOPS to blas.SIDE_BY_SIDE_FLOPS a half), and "blas.backward" (what the loaders run
+blas.SERIAL_FLOPS to blas.SIDE_BY_SIDE_FLOPS a half where dout and inp fit
+blas.SIDE_BY_SIDE_BYTES), and "blas.backward" (what the loaders run
 now), each alone and after blas.forward ("step"). measure.compare: 11 interleaved rounds in random
 order, a pause after every contender, 2 of numba's threads. Prints paired median ratios to "in
 turn" with their intervals. Under SERIAL_FLOPS the forward runs on OpenBLAS's own threads, which
