@@ -111,8 +111,13 @@ def on_own_threads(flops):
 
 def runs_side_by_side(M, C, OC):
     """Whether backward runs the halves of the backward at B*T = M side by side."""
-    flops = 2.0 * M * C * OC
-    return not on_own_threads(flops) and flops < SIDE_BY_SIDE_FLOPS and 4 * M * (C + OC) <= SIDE_BY_SIDE_BYTES
+    return not on_own_threads(2.0 * M * C * OC) and _fits_side_by_side(M, C, OC)
+
+
+@njit(cache=True)
+def _fits_side_by_side(M, C, OC):
+    """Whether the backward at B*T = M is small enough for its halves side by side (see backward)."""
+    return 2.0 * M * C * OC < SIDE_BY_SIDE_FLOPS and 4 * M * (C + OC) <= SIDE_BY_SIDE_BYTES
 
 
 @intrinsic
@@ -404,9 +409,8 @@ def backward(dinp, dweight, dbias, dout, inp, weight):
     Zen 1) were not measured."""
     M, C = dinp.shape
     OC = dout.shape[1]
-    flops = 2.0 * M * C * OC
-    workers, own = _workers(flops)
-    if workers > 1 and flops < SIDE_BY_SIDE_FLOPS and 4 * M * (C + OC) <= SIDE_BY_SIDE_BYTES:
+    workers, own = _workers(2.0 * M * C * OC)
+    if workers > 1 and _fits_side_by_side(M, C, OC):
         _set_blas_threads(1)
         _halves_side_by_side(dinp, dweight, dbias, dout, inp, weight)
         _set_blas_threads(own)
